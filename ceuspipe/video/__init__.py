@@ -1,0 +1,1 @@
+"""Video input/output: frame reading (PyAV, DICOM), panel layout, video writing."""
