@@ -1,0 +1,47 @@
+"""``ceuspipe keyframes``: 1 fps sampling and top-k key frames for many exams."""
+
+from __future__ import annotations
+
+import click
+
+from ceuspipe.cli.options import layout_options, layout_overrides
+
+
+@click.command("keyframes")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--sample-fps", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Sampling rate in frames per second of presentation time.")
+@click.option("-k", "--top-k", "k", default=40, show_default=True, type=click.IntRange(min=1),
+              help="Key frames kept per exam (largest grey-level change).")
+@layout_options
+@click.option("-j", "--jobs", default=1, show_default=True, type=int,
+              help="Exams processed in parallel (-1: one per core).")
+@click.option("--overwrite", is_flag=True, help="Redo exams whose output folder exists.")
+def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, **layout_kw):
+    """Extract key frames from INPUTS (videos, DICOM files, folders) into OUT.
+
+    Per exam: OUT/<patient>/<exam>/ with PNG frames and panel crops, keyframes.json
+    and scores.csv; over all exams: OUT/manifest.csv. Exams whose folder exists are
+    skipped unless --overwrite.
+    """
+    from ceuspipe.cli import show_progress
+    from ceuspipe.inputs import find_inputs
+    from ceuspipe.keyframes_run import KeyframeConfig, run_keyframes
+
+    exams = find_inputs(inputs)
+    config = KeyframeConfig(sample_fps=sample_fps, k=k, overwrite=overwrite, **layout_overrides(layout_kw))
+    report = run_keyframes(exams, out, config, jobs=jobs, progress=show_progress())
+    done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
+    frames = sum(r.n_selected for r in done)
+    click.echo(f"{len(exams)} exam(s): {len(done)} done ({frames} key frames), "
+               f"{len(skipped)} skipped (exist; --overwrite to redo), {len(failed)} failed")
+    click.echo(f"manifest: {out}/manifest.csv")
+    for r in failed:
+        click.echo(f"  FAILED {r.error}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(keyframes_cmd)

@@ -1,0 +1,38 @@
+"""Options shared by several commands (panel layout overrides)."""
+
+from __future__ import annotations
+
+import click
+
+from ceuspipe.video.panels import Box
+
+
+def _parse_box(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in value.split(","))
+        return Box(x, y, w, h)
+    except ValueError:
+        raise click.BadParameter(f"expected x,y,w,h in pixels, got {value!r}") from None
+
+
+def layout_options(fn):
+    """Add ``--layout``, ``--ceus-box``, ``--us-box``, ``--ceus-side`` to a command."""
+    fn = click.option("--ceus-side", type=click.Choice(["left", "right"]),
+                      help="Force which detected panel is CEUS.")(fn)
+    fn = click.option("--us-box", callback=_parse_box, metavar="X,Y,W,H",
+                      help="B-mode panel box in full-frame pixels (with --ceus-box).")(fn)
+    fn = click.option("--ceus-box", callback=_parse_box, metavar="X,Y,W,H",
+                      help="CEUS panel box in full-frame pixels (with --us-box).")(fn)
+    fn = click.option("--layout", "layout_file", type=click.Path(dir_okay=False),
+                      help="Layout JSON file (boxes of both panels) instead of detection.")(fn)
+    return fn
+
+
+def layout_overrides(kwargs: dict) -> dict:
+    """Pick the layout keyword arguments added by :func:`layout_options`."""
+    keys = ("layout_file", "ceus_box", "us_box", "ceus_side")
+    if (kwargs.get("ceus_box") is None) != (kwargs.get("us_box") is None):
+        raise click.UsageError("--ceus-box and --us-box go together")
+    return {k: kwargs.get(k) for k in keys}

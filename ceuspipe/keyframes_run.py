@@ -1,0 +1,261 @@
+"""Key-frame extraction over exams: one streaming pass per video, many videos in parallel.
+
+Per exam ``OUT/<patient_id>/<exam_id>/`` receives (written atomically):
+
+* ``<stem>_full.png``: the full frame with everything outside the two panels
+  blacked out; ``<stem>_ceus.png`` and ``<stem>_us.png``: the panel crops
+  (RGB, lossless), ``stem = <patient_id>__<exam_id>__<n:04d>``;
+* ``keyframes.json``: source, ids, sampling rate, layout, and per selected
+  frame its time, score and mean CEUS grey level;
+* ``scores.csv``: every 1 fps sample with its time, score and grey level.
+
+``OUT/manifest.csv`` lists the key frames of every exam under ``OUT``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from ceuspipe import __version__
+from ceuspipe.errors import CeuspipeError, InputError
+from ceuspipe.fsutil import atomic_dir, atomic_write_text
+from ceuspipe.inputs import ExamInput
+from ceuspipe.keyframes import TimeSampler, TopK, change_score, to_gray
+from ceuspipe.video.panels import Box, PanelLayout, black_outside_panels, crop
+
+log = logging.getLogger("ceuspipe")
+
+MANIFEST_COLUMNS = ("patient_id", "exam_id", "source", "sample_index", "time_s", "score",
+                    "ceus_gray", "frame_path", "ceus_path", "us_path", "stem")
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    """Options of ``ceuspipe keyframes``.
+
+    ``layout_file`` / ``ceus_box`` / ``us_box`` / ``ceus_side`` override the
+    automatic panel detection, which looks at the first ``layout_samples``
+    samples of each clip.
+    """
+
+    sample_fps: float = 1.0
+    k: int = 40
+    layout_file: str | None = None
+    ceus_box: Box | None = None
+    us_box: Box | None = None
+    ceus_side: str | None = None
+    layout_samples: int = 8
+    overwrite: bool = False
+
+
+@dataclass
+class ExamResult:
+    """Outcome of one exam: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    exam: ExamInput
+    status: str
+    out_dir: Path | None = None
+    n_samples: int = 0
+    n_selected: int = 0
+    error: str | None = None
+
+
+@dataclass
+class KeyframesReport:
+    results: list[ExamResult] = field(default_factory=list)
+
+    def by_status(self, status: str) -> list[ExamResult]:
+        return [r for r in self.results if r.status == status]
+
+
+def exam_dir(out_root: Path, exam: ExamInput) -> Path:
+    """``OUT/<patient_id>/<exam_id>`` (ids are already sanitised by :mod:`ceuspipe.inputs`)."""
+    return Path(out_root) / exam.patient_id / exam.exam_id
+
+
+def _png_bytes(image: np.ndarray, path_for_errors: Path) -> bytes:
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise CeuspipeError(f"{path_for_errors}: PNG encoding failed")
+    return buf.tobytes()
+
+
+def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeConfig) -> ExamResult:
+    """Sample one exam at ``config.sample_fps``, score, keep the top k, write its folder.
+
+    Streams the video once; memory holds at most ``config.k`` key frames plus
+    the ``config.layout_samples`` frames used for layout detection.
+    Raises :class:`InputError` for unreadable input or an undetectable layout.
+    """
+    from ceuspipe.video.layout import resolve_layout
+    from ceuspipe.video.reader import iter_frames
+
+    final = exam_dir(Path(out_root), exam)
+    if final.exists() and not config.overwrite:
+        return ExamResult(exam, "skipped", final)
+
+    sampler = TimeSampler(config.sample_fps)
+    pending: list = []  # (frame, sample numbers) seen before the layout is known (bounded)
+    layout: PanelLayout | None = None
+    top = TopK(config.k)
+    rows: list[tuple[int, float, int, float, float]] = []  # n, time, frame index, score, gray
+    previous_gray: np.ndarray | None = None
+    decoded = _DecodeCounter(sampler)
+
+    def consume(frame, sample_numbers: list[int]) -> None:
+        nonlocal previous_gray
+        ceus_gray = to_gray(crop(frame.image, layout.ceus))
+        mean_gray = float(ceus_gray.mean(dtype=np.float64))
+        masked = None
+        for n in sample_numbers:
+            score = change_score(ceus_gray, previous_gray)
+            previous_gray = ceus_gray
+            rows.append((n, frame.time_s, frame.index, score, mean_gray))
+            if top.would_keep(score, n):
+                if masked is None:
+                    masked = black_outside_panels(frame.image, layout)
+                top.push(score, n, (frame.time_s, mean_gray, masked))
+
+    def flush_pending() -> None:
+        nonlocal layout
+        layout = resolve_layout([f.image for f, _ in pending], layout_file=config.layout_file,
+                                ceus_box=config.ceus_box, us_box=config.us_box,
+                                ceus_side=config.ceus_side, source=str(exam.path))
+        for f, ns in pending:
+            consume(f, ns)
+        pending.clear()
+
+    for frame in iter_frames(exam.path, select=decoded):
+        sample_numbers = sampler.samples_for(frame.time_s)
+        if layout is None:
+            pending.append((frame, sample_numbers))
+            if len(pending) >= config.layout_samples:
+                flush_pending()
+        else:
+            consume(frame, sample_numbers)
+    if layout is None:
+        if not pending:
+            raise InputError(exam.path, "no frames could be decoded")
+        flush_pending()
+
+    if len(rows) < config.k:
+        log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",
+                    exam.path, len(rows), config.sample_fps, config.k)
+    kept = top.items()
+    with atomic_dir(final, overwrite=config.overwrite) as tmp:
+        frames_meta = []
+        for score, n, (time_s, mean_gray, masked) in kept:
+            stem = f"{exam.patient_id}__{exam.exam_id}__{n:04d}"
+            names = {"frame_path": f"{stem}_full.png", "ceus_path": f"{stem}_ceus.png",
+                     "us_path": f"{stem}_us.png"}
+            images = {"frame_path": masked, "ceus_path": crop(masked, layout.ceus),
+                      "us_path": crop(masked, layout.us)}
+            for key, name in names.items():
+                (tmp / name).write_bytes(_png_bytes(np.ascontiguousarray(images[key]), final / name))
+            frames_meta.append({"stem": stem, "sample_index": n, "time_s": round(time_s, 6),
+                                "score": round(score, 6), "ceus_gray": round(mean_gray, 6), **names})
+        meta = {
+            "source": str(exam.path),
+            "patient_id": exam.patient_id,
+            "exam_id": exam.exam_id,
+            "sample_fps": config.sample_fps,
+            "k": config.k,
+            "layout": layout.to_dict(),
+            "n_frames_decoded": decoded.count,
+            "n_samples": len(rows),
+            "duration_s": round(decoded.last_time_s, 6),
+            "fewer_samples_than_k": len(rows) < config.k,
+            "ceuspipe_version": __version__,
+            "frames": frames_meta,
+        }
+        (tmp / "keyframes.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        selected = {n for _, n, _ in kept}
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["sample_index", "time_s", "frame_index", "score", "ceus_gray", "selected"])
+        for n, t, idx, score, gray in rows:
+            writer.writerow([n, f"{t:.6f}", idx, f"{score:.6f}", f"{gray:.6f}", int(n in selected)])
+        (tmp / "scores.csv").write_text(buf.getvalue(), encoding="utf-8")
+    return ExamResult(exam, "done", final, n_samples=len(rows), n_selected=len(kept))
+
+
+class _DecodeCounter:
+    """``select`` callback that counts every decoded frame and forwards to the sampler."""
+
+    def __init__(self, sampler: TimeSampler):
+        self.sampler = sampler
+        self.count = 0
+        self.last_time_s = 0.0
+
+    def __call__(self, time_s: float) -> bool:
+        self.count += 1
+        self.last_time_s = time_s
+        return self.sampler(time_s)
+
+
+def _safe_extract(exam: ExamInput, out_root: str, config: KeyframeConfig) -> ExamResult:
+    """Worker entry: never raises, so one bad video cannot stop the others."""
+    try:
+        return extract_exam(exam, out_root, config)
+    except CeuspipeError as exc:
+        return ExamResult(exam, "failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported per exam, the run goes on
+        log.debug("exam %s failed", exam.path, exc_info=True)
+        return ExamResult(exam, "failed", error=f"{exam.path}: {exc.__class__.__name__}: {exc}")
+
+
+def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, config: KeyframeConfig,
+                  *, jobs: int = 1, progress: bool = False) -> KeyframesReport:
+    """Extract key frames of every exam (``jobs`` processes) and rewrite ``OUT/manifest.csv``."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    report = KeyframesReport()
+    bar = tqdm(total=len(exams), unit="video", desc="key frames", disable=not progress)
+    if jobs == 1 or len(exams) <= 1:
+        results = (_safe_extract(e, str(out_root), config) for e in exams)
+    else:
+        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(_safe_extract)(e, str(out_root), config) for e in exams)
+    for result in results:
+        report.results.append(result)
+        if result.status == "failed":
+            log.error("failed: %s", result.error)
+        bar.update(1)
+    bar.close()
+    order = {id(e): i for i, e in enumerate(exams)}
+    report.results.sort(key=lambda r: (r.exam.patient_id, r.exam.exam_id, order.get(id(r.exam), 0)))
+    write_manifest(out_root)
+    return report
+
+
+def write_manifest(out_root: str | os.PathLike) -> Path:
+    """Rebuild ``OUT/manifest.csv`` from every ``OUT/*/*/keyframes.json`` (paths relative to OUT)."""
+    out_root = Path(out_root)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for meta_path in sorted(out_root.glob("*/*/keyframes.json")):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        rel = meta_path.parent.relative_to(out_root)
+        for fr in meta["frames"]:
+            writer.writerow([meta["patient_id"], meta["exam_id"], meta["source"], fr["sample_index"],
+                             fr["time_s"], fr["score"], fr["ceus_gray"],
+                             (rel / fr["frame_path"]).as_posix(), (rel / fr["ceus_path"]).as_posix(),
+                             (rel / fr["us_path"]).as_posix(), fr["stem"]])
+    path = out_root / "manifest.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
