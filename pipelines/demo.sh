@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole chain on the built-in synthetic CEUS phantom (make demo).
+# Usage: pipelines/demo.sh [OUT]   (default demo_out; rerunning starts afresh)
+# Sizes are chosen for about ten minutes on a 2-core CPU; see README.md.
+set -euo pipefail
+OUT=${1:-demo_out}
+PATIENTS=${DEMO_PATIENTS:-12}
+EPOCHS=${DEMO_EPOCHS:-40}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "1/7 synthetic CEUS phantom: $PATIENTS patients (clips + ground truth)"
+ceuspipe synth "$OUT/phantom" --patients "$PATIENTS" --duration-s 60 --fps 10 --seed 0 --jobs 2
+
+step "2/7 key frames: 1 fps, top-40 by grey-level change"
+ceuspipe keyframes "$OUT/phantom" "$OUT/keyframes" --jobs 2
+
+step "3/7 annotations from the phantom's ground truth (LabelMe JSON)"
+ceuspipe annotate-phantom "$OUT/keyframes" "$OUT/phantom" "$OUT/annotations"
+
+step "4/7 dataset: 2 grey-balanced frames per patient, patient-level 2:1 split"
+ceuspipe build-dataset "$OUT/keyframes" "$OUT/annotations" "$OUT/dataset" --seed 0
+
+step "5/7 train a small CEUSegNet (width 1/8) on CPU"
+ceuspipe train "$OUT/dataset" "$OUT/run" --width 0.125 --epochs "$EPOCHS" --batch-size 8 --seed 0
+
+step "6/7 evaluate on the test patients"
+ceuspipe evaluate "$OUT/run/best.pt" "$OUT/dataset" -o "$OUT/run/eval"
+
+step "7/7 segment a held-out phantom clip: mask video, overlay, time-intensity curve"
+ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234
+clip=$(find "$OUT/heldout" -name '*.mp4' | head -n 1)
+ceuspipe segment-video "$clip" --model "$OUT/run/best.pt" -o "$OUT/segment"
+
+printf '\nDemo finished. Outputs under %s/:\n' "$OUT"
+printf '  key frames   %s/keyframes/manifest.csv\n' "$OUT"
+printf '  dataset      %s/dataset/dataset.json\n' "$OUT"
+printf '  model        %s/run/best.pt (metrics.csv, learning_curve.png)\n' "$OUT"
+printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.csv, tic.json, tic.png)\n' "$OUT"
