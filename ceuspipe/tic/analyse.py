@@ -1,0 +1,204 @@
+"""One call from a per-frame curve to flags, a bolus fit and perfusion parameters.
+
+:func:`analyse_curve` never raises for a bad curve (all NaN, flat, noise,
+non-increasing times): it returns a :class:`TicResult` with ``success=False``
+and a one-line ``reason``. It raises :class:`~ceuspipe.errors.InputError` only
+when the arrays do not match or the model name is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy
+
+import ceuspipe
+from ceuspipe.errors import InputError
+from ceuspipe.tic.fit import fit_curve
+from ceuspipe.tic.flags import FLAG_NAMES, frame_flags
+from ceuspipe.tic.models import get_model
+from ceuspipe.tic.parameters import Parameter, empty_parameters, perfusion_parameters
+
+__all__ = ["TicResult", "analyse_curve", "versions"]
+
+JSON_FORMAT = "ceuspipe.tic/1"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the code that produced a result."""
+    return {"ceuspipe": ceuspipe.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
+
+
+def _num(v):
+    """JSON-safe float: NaN/inf -> None."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class TicResult:
+    """A time-intensity curve, its per-frame flags, its fit and its parameters.
+
+    Per-frame arrays, all ``(N,)``: ``frame_index`` (int), ``times_s`` (s),
+    ``values`` (the fitted quantity, linear a.u.), ``fitted`` (model at
+    ``times_s``, NaN without a fit), ``flags[name]`` (bool, see
+    :mod:`ceuspipe.tic.flags`), and optional ``columns`` such as ``area_px``,
+    ``mean_gray``, ``mean_linear``, ``panel_mean``. ``params``/``param_units``/
+    ``param_stderr``: fitted model parameters; ``parameters``: perfusion
+    parameters (:mod:`ceuspipe.tic.parameters`), NaN when ``success`` is False.
+    """
+
+    model: str
+    success: bool
+    reason: str
+    frame_index: np.ndarray
+    times_s: np.ndarray
+    values: np.ndarray
+    fitted: np.ndarray
+    flags: dict[str, np.ndarray]
+    parameters: dict[str, Parameter]
+    params: dict[str, float] = field(default_factory=dict)
+    param_stderr: dict[str, float] = field(default_factory=dict)
+    covariance: np.ndarray | None = None
+    qof: float = float("nan")
+    quantity: str = "mean_linear"
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=versions)
+
+    @property
+    def param_units(self) -> dict[str, str]:
+        return get_model(self.model).units()
+
+    @property
+    def excluded(self) -> np.ndarray:
+        """``(N,) bool``: frames left out of the fit (any flag set)."""
+        out = np.zeros(self.times_s.shape, dtype=bool)
+        for v in self.flags.values():
+            out |= v
+        return out
+
+    @property
+    def n_used(self) -> int:
+        return int(np.count_nonzero(~self.excluded))
+
+    def value(self, name: str) -> float:
+        """Shortcut for ``parameters[name].value``."""
+        return self.parameters[name].value
+
+    def to_json_dict(self) -> dict:
+        """JSON-ready summary (no per-frame arrays): NaN becomes ``null``.
+
+        ``flags`` maps each flag name to the list of flagged frame indices.
+        """
+        fi = self.frame_index
+        t = self.times_s
+        used = ~self.excluded
+        return {
+            "format": JSON_FORMAT,
+            "model": self.model,
+            "quantity": self.quantity,
+            "success": bool(self.success),
+            "reason": self.reason,
+            "qof_percent": _num(self.qof),
+            "parameters": {k: p.to_dict() for k, p in self.parameters.items()},
+            "model_params": {
+                k: {"value": _num(v), "unit": self.param_units[k], "stderr": _num(self.param_stderr.get(k))}
+                for k, v in self.params.items()
+            },
+            "covariance": None if self.covariance is None else [[_num(v) for v in row] for row in self.covariance],
+            "n_frames": int(t.size),
+            "n_used": self.n_used,
+            "time_range_s": [_num(np.min(t[used])), _num(np.max(t[used]))] if used.any() else None,
+            "flags": {k: fi[v].astype(int).tolist() for k, v in self.flags.items()},
+            "warnings": list(self.warnings),
+            "settings": dict(self.settings),
+            "versions": dict(self.versions),
+        }
+
+
+def analyse_curve(
+    times_s,
+    values,
+    *,
+    model: str = "lognormal",
+    exclude=None,
+    panel_means=None,
+    frame_index=None,
+    columns: dict | None = None,
+    quantity: str = "mean_linear",
+    detect_flash: bool = True,
+    detect_jumps: bool = True,
+    min_qof: float = 30.0,
+    min_snr: float = 3.0,
+    fraction: float = 0.05,
+) -> TicResult:
+    """Flag frames, fit ``model`` and compute perfusion parameters.
+
+    ``times_s`` ``(N,)``: true frame times in seconds (need not be uniform; must
+    not decrease); ``values`` ``(N,)``: linear ROI intensity (NaN for an empty
+    mask); ``exclude`` ``(N,)`` bool: frames the caller leaves out;
+    ``panel_means`` ``(N,)``: whole-panel mean grey for flash detection;
+    ``frame_index`` ``(N,)`` int (default ``0..N-1``); ``columns``: extra per-frame
+    ``(N,)`` arrays kept for the CSV. ``min_qof`` (%), ``min_snr``: success tests
+    of :func:`~ceuspipe.tic.fit.fit_curve`; ``fraction``: the PE fraction that
+    defines TI and TO.
+    """
+    get_model(model)
+    t = np.asarray(times_s, dtype=np.float64).ravel()
+    y = np.asarray(values, dtype=np.float64).ravel()
+    n = t.size
+    if y.size != n:
+        raise InputError(None, f"times_s has {n} entries but values has {y.size}")
+    fi = np.arange(n) if frame_index is None else np.asarray(frame_index).astype(np.int64).ravel()
+    cols = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in (columns or {}).items()}
+    for name, arr in [("frame_index", fi), ("exclude", exclude), ("panel_means", panel_means), *cols.items()]:
+        if arr is not None and np.asarray(arr).size != n:
+            raise InputError(None, f"{name} has {np.asarray(arr).size} entries but the curve has {n} frames")
+    settings = {
+        "detect_flash": bool(detect_flash),
+        "detect_jumps": bool(detect_jumps),
+        "min_qof_percent": float(min_qof),
+        "min_snr": float(min_snr),
+        "ti_to_fraction_of_pe": float(fraction),
+    }
+    flags = frame_flags(y, times_s=t, panel_means=panel_means, exclude=exclude, flash=detect_flash, jumps=detect_jumps)
+    flags = {k: flags[k] for k in FLAG_NAMES}
+    res = TicResult(
+        model=model, success=False, reason="", frame_index=fi, times_s=t, values=y,
+        fitted=np.full(n, np.nan), flags=flags, parameters=empty_parameters(model),
+        quantity=quantity, columns=cols, settings=settings,
+    )
+    tf = t[np.isfinite(t)]
+    if tf.size > 1 and np.any(np.diff(tf) < 0):
+        res.reason = "frame times decrease: times_s must be in presentation order"
+        return res
+    used = ~res.excluded
+    fit = fit_curve(t[used], y[used], model, min_qof=min_qof, min_snr=min_snr)
+    res.reason = fit.reason
+    res.warnings = list(fit.warnings)
+    res.qof = fit.qof
+    res.params = dict(fit.params)
+    res.param_stderr = dict(fit.stderr)
+    res.covariance = fit.covariance
+    if fit.params:
+        with np.errstate(all="ignore"):
+            res.fitted = fit.predict(t)
+    if fit.success:
+        tu = t[used]
+        params = perfusion_parameters(
+            model, fit.params, t_first=float(tu.min()), t_last=float(tu.max()), qof=fit.qof, fraction=fraction
+        )
+        if not math.isfinite(params["PE"].value):
+            res.reason = "fitted curve has no positive peak"
+        else:
+            res.parameters = params
+            res.success = True
+    else:
+        res.parameters = empty_parameters(model, fit.qof)
+    return res

@@ -1,0 +1,198 @@
+"""Per-frame flags of a time-intensity curve: frames the bolus fit must not use.
+
+Flags (boolean arrays, one entry per frame):
+
+* ``empty_mask``  the ROI value is NaN (empty mask, missing frame) or its time is not finite;
+* ``user``        excluded by the caller;
+* ``flash``       a flash (high-MI burst): the signal jumps far above its running
+                  median for a few frames (at most ``window // 2`` in a row);
+* ``destruction`` frames after a flash that destroyed the bubbles: the level right
+                  after the flash is below half the pre-flash enhancement. The bolus
+                  model no longer describes these frames (they are a replenishment
+                  curve), so every later frame is flagged;
+* ``jump``        isolated outliers of the ROI value against its running median.
+
+Flash and destruction are detected on ``panel_means`` (mean grey level of the whole
+CEUS panel, brightened everywhere by a flash) when given, otherwise on the ROI
+values. Thresholds are relative to a robust noise level (MAD of first differences)
+and to the curve's own range, so they do not depend on units or scanner.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["FLAG_NAMES", "running_median", "noise_level", "detect_flash", "detect_destruction",
+           "detect_jumps", "frame_flags"]
+
+FLAG_NAMES = ("empty_mask", "user", "flash", "destruction", "jump")
+
+
+def running_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median of 1-D ``x`` over ``window`` samples, ignoring NaN.
+
+    Edges use the samples available; an all-NaN window gives NaN. ``(N,) float64``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = max(1, int(window)) | 1
+    if x.size == 0:
+        return x.copy()
+    pad = np.pad(x, w // 2, constant_values=np.nan)
+    view = np.lib.stride_tricks.sliding_window_view(pad, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(view, axis=1)
+
+
+def noise_level(x: np.ndarray) -> float:
+    """Robust noise SD of 1-D ``x`` (NaN ignored): 1.4826 * MAD of first differences / sqrt(2).
+
+    Bolus trends and a few outliers barely move it. 0.0 for fewer than 3 finite values.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 3:
+        return 0.0
+    d = np.diff(x)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def _range(x: np.ndarray) -> float:
+    v = x[np.isfinite(x)]
+    if v.size == 0:
+        return 0.0
+    return float(np.percentile(v, 99) - np.percentile(v, 1))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive ``(start, end)`` index pairs of consecutive True entries."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.r_[idx[0], idx[breaks + 1]]
+    ends = np.r_[idx[breaks], idx[-1]]
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def detect_flash(signal: np.ndarray, *, window: int = 11, k: float = 8.0, min_rel_rise: float = 0.25) -> np.ndarray:
+    """Frames of a flash in ``signal`` ``(N,)`` (panel mean grey or ROI value); ``(N,) bool``.
+
+    A frame is a flash when ``signal - running_median(signal, window)`` exceeds both
+    ``k`` times the robust noise level and ``min_rel_rise`` times the signal's
+    robust range (1st to 99th percentile of the running median). Only upward
+    excursions of at most ``window // 2`` frames qualify, so the bolus itself,
+    however steep, is never a flash.
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    out = np.zeros(x.shape, dtype=bool)
+    if np.count_nonzero(np.isfinite(x)) < max(5, window // 2 + 2):
+        return out
+    base = running_median(x, window)
+    r = x - base
+    s = noise_level(x)
+    rng = _range(base)
+    thr = max(k * s, min_rel_rise * rng, 1e-9 * max(float(np.nanmax(np.abs(x))), 1e-300))
+    out = np.isfinite(r) & (r > thr)
+    return out
+
+
+def detect_destruction(
+    signal: np.ndarray, flash: np.ndarray, *, k: float = 8.0, drop_fraction: float = 0.5, context: int = 5
+) -> np.ndarray:
+    """Frames after a destructive flash; ``(N,) bool``.
+
+    For each run of ``flash`` frames, ``pre`` is the median of up to ``context``
+    valid frames before it and ``post`` the median of up to ``context`` valid,
+    non-flash frames after it; ``floor`` is the 5th percentile of the non-flash
+    signal. The flash destroyed bubbles when there was enhancement to destroy
+    (``pre - floor > k * noise``) and ``post - floor < drop_fraction * (pre - floor)``.
+    All frames after the first such flash are flagged.
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    flash = np.asarray(flash, dtype=bool)
+    out = np.zeros(x.shape, dtype=bool)
+    good = np.isfinite(x) & ~flash
+    if np.count_nonzero(good) < 5:
+        return out
+    floor = float(np.percentile(x[good], 5))
+    s = noise_level(np.where(good, x, np.nan))
+    for a, b in _runs(flash):
+        before = np.flatnonzero(good[:a])[-context:]
+        after = b + 1 + np.flatnonzero(good[b + 1:])[:context]
+        if before.size < 2 or after.size < 2:
+            continue
+        pre = float(np.median(x[before]))
+        post = float(np.median(x[after]))
+        if pre - floor > k * s and post - floor < drop_fraction * (pre - floor):
+            out[b + 1:] = True
+            break
+    return out
+
+
+def detect_jumps(values: np.ndarray, *, window: int = 7, k: float = 6.0, min_rel: float = 0.03) -> np.ndarray:
+    """Isolated outliers of ``values`` ``(N,)`` (NaN frames skipped); ``(N,) bool``.
+
+    On the finite values in order, a frame is a jump when
+    ``|x - running_median(x, window)|`` exceeds ``k`` times a local noise scale and
+    ``min_rel`` times the curve's robust range (so a noise-free curve's curvature at
+    the peak is never a jump). The local scale comes from second differences
+    ``e = x[i] - (x[i-1] + x[i+1]) / 2`` (SD = 1.22 x noise SD, blind to slopes):
+    1.4826 * running median of ``|e|`` over ``2*window+1`` frames / 1.22, at least
+    half of the same statistic over the whole curve.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    out = np.zeros(x.shape, dtype=bool)
+    idx = np.flatnonzero(np.isfinite(x))
+    if idx.size < window + 2:
+        return out
+    v = x[idx]
+    base = running_median(v, window)
+    ar = np.abs(v - base)
+    e = np.empty_like(v)
+    e[1:-1] = v[1:-1] - 0.5 * (v[:-2] + v[2:])
+    e[0], e[-1] = e[1], e[-2]
+    ae = np.abs(e) / np.sqrt(1.5)
+    s_glob = 1.4826 * float(np.median(ae))
+    s = np.maximum(1.4826 * running_median(ae, 2 * window + 1), 0.5 * s_glob)
+    thr = np.maximum(k * s, min_rel * _range(base))
+    out[idx] = (ar > thr) & (thr > 0)
+    return out
+
+
+def frame_flags(
+    values: np.ndarray,
+    *,
+    times_s: np.ndarray | None = None,
+    panel_means: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
+    flash: bool = True,
+    jumps: bool = True,
+) -> dict[str, np.ndarray]:
+    """All flags of :data:`FLAG_NAMES` for a curve ``values`` ``(N,)``.
+
+    ``panel_means`` ``(N,)``: whole-panel mean grey per frame for flash detection
+    (NaN allowed); ``exclude`` ``(N,)`` bool: caller's exclusions; ``flash`` /
+    ``jumps`` switch the detectors. Returns ``name -> (N,) bool``; a frame is excluded
+    from the fit when any flag is set.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    n = x.size
+    empty = ~np.isfinite(x)
+    if times_s is not None:
+        empty |= ~np.isfinite(np.asarray(times_s, dtype=np.float64).ravel())
+    user = np.zeros(n, bool) if exclude is None else np.asarray(exclude, dtype=bool).ravel().copy()
+    f = np.zeros(n, bool)
+    d = np.zeros(n, bool)
+    j = np.zeros(n, bool)
+    if flash:
+        sig = x if panel_means is None else np.asarray(panel_means, dtype=np.float64).ravel()
+        sig = np.where(user | (empty if panel_means is None else np.zeros(n, bool)), np.nan, sig)
+        f = detect_flash(sig)
+        d = detect_destruction(sig, f)
+    if jumps:
+        xj = np.where(empty | user | f | d, np.nan, x)
+        j = detect_jumps(xj)
+    return {"empty_mask": empty, "user": user, "flash": f, "destruction": d, "jump": j}
