@@ -1,0 +1,261 @@
+"""Multi-frame ultrasound DICOM cines as a stream of RGB frames with true times.
+
+Frames are read one at a time with :func:`pydicom.pixels.iter_pixels` from the
+file path (never the whole pixel array at once). Frame times come from the
+DICOM timing attributes, in this order unless (0028,0009) Frame Increment
+Pointer names one of the first two:
+
+1. (0018,1065) Frame Time Vector: per-frame increments in ms (first is 0),
+2. (0018,1063) Frame Time: constant interval in ms,
+3. (0018,0040) Cine Rate: frames per second,
+4. (0008,2144) Recommended Display Frame Rate: frames per second.
+
+A multi-frame file with none of these raises :class:`InputError`; a
+single-frame file gets time 0.0. Colour: RGB as is; YBR_FULL and YBR_FULL_422
+converted to RGB by pydicom (once: never twice, which is what makes images
+green); MONOCHROME2 grey to 3 channels, MONOCHROME1 inverted first;
+PALETTE COLOR through its lookup table. Samples wider than 8 bits are scaled
+linearly from ``[0, 2**BitsStored - 1]`` to ``[0, 255]`` (with a warning).
+The input file is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ceuspipe.errors import InputError
+from ceuspipe.video.reader import Frame, RelativeClock, VideoInfo
+
+log = logging.getLogger("ceuspipe")
+
+_FRAME_TIME_VECTOR = 0x00181065
+_FRAME_TIME = 0x00181063
+_SUPPORTED_PHOTOMETRIC = {"RGB", "YBR_FULL", "YBR_FULL_422", "MONOCHROME1", "MONOCHROME2",
+                          "PALETTE COLOR"}
+# Encapsulated video (MPEG-2, MPEG-4 AVC/H.264, HEVC/H.265) transfer syntaxes.
+_VIDEO_SYNTAX_PREFIX = "1.2.840.10008.1.2.4.10"
+
+
+def has_dicom_magic(path: str | os.PathLike) -> bool:
+    """True if the file has the DICOM preamble marker ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_header(path: str | os.PathLike):
+    """Read and validate the DICOM header (pixel data deferred, not loaded).
+
+    Returns the pydicom ``Dataset``. Raises :class:`InputError` when the file is
+    not DICOM, not ultrasound, has no pixel data, uses an unsupported
+    photometric interpretation or transfer syntax.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file or folder")
+    try:
+        ds = pydicom.dcmread(path, defer_size=1024)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as err:
+        raise InputError(path, f"not a readable DICOM file ({err})") from err
+    modality = str(ds.get("Modality", "") or "").strip()
+    if not modality:
+        log.warning("%s: DICOM has no Modality; read as ultrasound", path)
+    elif modality.upper() != "US":
+        raise InputError(path, f"not an ultrasound DICOM (Modality={modality})")
+    if "PixelData" not in ds:
+        raise InputError(path, "DICOM has no pixel data")
+    tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if tsyntax.startswith(_VIDEO_SYNTAX_PREFIX):
+        raise InputError(path, f"DICOM with encapsulated video (transfer syntax {tsyntax}) "
+                               "is not supported; export the cine as MP4 instead")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in _SUPPORTED_PHOTOMETRIC:
+        raise InputError(path, f"unsupported DICOM photometric interpretation {photometric!r}")
+    for key in ("Rows", "Columns", "BitsAllocated"):
+        if key not in ds:
+            raise InputError(path, f"DICOM lacks {key}")
+    return ds
+
+
+def number_of_frames(ds) -> int:
+    """Number of frames from (0028,0008), 1 when absent or empty."""
+    try:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        n = 1
+    return max(1, n)
+
+
+def frame_times(ds, path: str | os.PathLike) -> np.ndarray:
+    """Frame times in seconds, ``(n_frames,) float64``, first 0.0, strictly increasing.
+
+    See the module docstring for the attribute order. Raises :class:`InputError`
+    when a multi-frame file has no usable timing.
+    """
+    n = number_of_frames(ds)
+    if n == 1:
+        return np.zeros(1)
+    pointer = ds.get("FrameIncrementPointer")
+    pointers = {int(p) for p in (pointer if isinstance(pointer, (list, tuple)) or
+                                 type(pointer).__name__ == "MultiValue" else [pointer])
+                if p is not None} if pointer is not None else set()
+    order = ["vector", "time", "cine", "display"]
+    if _FRAME_TIME in pointers and _FRAME_TIME_VECTOR not in pointers:
+        order = ["time", "vector", "cine", "display"]
+    for source in order:
+        times = _times_from(ds, source, n, path)
+        if times is not None:
+            return _strictly_increasing(times, path)
+    raise InputError(path, "DICOM has no frame timing (FrameTimeVector, FrameTime, CineRate "
+                           "or RecommendedDisplayFrameRate)")
+
+
+def _positive(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def _times_from(ds, source: str, n: int, path) -> np.ndarray | None:
+    if source == "vector":
+        vec = ds.get("FrameTimeVector")
+        if vec is None or vec == "":
+            return None
+        values = [float(v) for v in (vec if hasattr(vec, "__len__") and not isinstance(vec, str)
+                                     else [vec])]
+        if len(values) == n - 1:
+            values = [0.0] + values
+        if len(values) != n:
+            log.warning("%s: FrameTimeVector has %d values for %d frames: ignored",
+                        path, len(values), n)
+            return None
+        values[0] = 0.0
+        return np.cumsum(np.asarray(values, dtype=np.float64)) / 1000.0
+    if source == "time":
+        ms = _positive(ds.get("FrameTime"))
+        return None if ms is None else np.arange(n, dtype=np.float64) * (ms / 1000.0)
+    keyword = "CineRate" if source == "cine" else "RecommendedDisplayFrameRate"
+    fps = _positive(ds.get(keyword))
+    return None if fps is None else np.arange(n, dtype=np.float64) / fps
+
+
+def _strictly_increasing(times: np.ndarray, path) -> np.ndarray:
+    clock = RelativeClock()
+    out = np.array([clock(float(t)) for t in times], dtype=np.float64)
+    clock.report(path)
+    return out
+
+
+def to_rgb8(arr: np.ndarray, ds) -> np.ndarray:
+    """Convert one decoded frame to ``(rows, cols, 3) uint8`` RGB.
+
+    ``arr`` is what pydicom yields with ``raw=False``: ``(rows, cols)`` grey or
+    palette indices, or ``(rows, cols, 3)`` already converted to RGB.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        rgb = apply_color_lut(arr, ds)
+        if rgb.dtype != np.uint8:
+            rgb = (rgb.astype(np.uint32) >> 8).astype(np.uint8) if rgb.max(initial=0) > 255 \
+                else rgb.astype(np.uint8)
+        return np.ascontiguousarray(rgb[..., :3])
+    bits_allocated = int(ds.get("BitsAllocated", 8))
+    if bits_allocated > 8 or arr.dtype.itemsize > 1:
+        bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
+        values = arr.astype(np.float32)
+        if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+            values += float(2 ** (bits_stored - 1))
+        values *= 255.0 / float(2 ** bits_stored - 1)
+        arr = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    else:
+        arr = arr.astype(np.uint8, copy=False)
+    if arr.ndim == 2:
+        if photometric == "MONOCHROME1":
+            arr = 255 - arr
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def probe_dicom(path: str | os.PathLike) -> VideoInfo:
+    """:class:`VideoInfo` for a DICOM cine from its header (kind ``"dicom"``, rotation 0)."""
+    path = Path(path)
+    ds = read_header(path)
+    times = frame_times(ds, path)
+    n = times.size
+    fps = None
+    duration = None
+    if n > 1:
+        step = float(times[-1] / (n - 1))
+        fps = 1.0 / step if step > 0 else None
+        duration = float(times[-1]) + step
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    codec = f"dicom:{tsyntax.name}" if tsyntax is not None else "dicom"
+    return VideoInfo(path=path, kind="dicom", width=int(ds.Columns), height=int(ds.Rows),
+                     codec=codec, nominal_fps=fps, duration_s=duration, frame_count_hint=n,
+                     rotation=0)
+
+
+def iter_dicom_frames(path: str | os.PathLike, *,
+                      select: Callable[[float], bool] | None = None) -> Iterator[Frame]:
+    """Yield :class:`Frame` objects of a DICOM cine, one frame read at a time.
+
+    ``select(time_s)`` is called once per frame in order, before that frame's
+    pixels are read; rejected frames are never read. Raises :class:`InputError`
+    for non-ultrasound files, missing pixel data or timing, or undecodable data.
+    """
+    from pydicom.pixels import iter_pixels
+
+    path = Path(path)
+    ds = read_header(path)
+    times = frame_times(ds, path)
+    if int(ds.get("BitsAllocated", 8)) > 8:
+        log.warning("%s: %s-bit DICOM samples scaled linearly to 8 bits (BitsStored=%s)",
+                    path, ds.get("BitsAllocated"), ds.get("BitsStored"))
+    current = [-1]
+    select_error: list[BaseException] = []
+
+    def wanted() -> Iterator[int]:
+        for i, t in enumerate(times):
+            try:
+                keep = select is None or select(float(t))
+            except Exception as err:  # re-raised below, not taken for a decode error
+                select_error.append(err)
+                return
+            if keep:
+                current[0] = i
+                yield i
+
+    yielded = 0
+    try:
+        for arr in iter_pixels(path, indices=wanted()):
+            i = current[0]
+            yield Frame(index=i, time_s=float(times[i]), image=to_rgb8(arr, ds))
+            yielded += 1
+    except InputError:
+        raise
+    except Exception as err:  # pydicom raises many types for damaged or unsupported data
+        if select_error:
+            raise select_error[0] from None
+        if yielded == 0:
+            raise InputError(path, f"DICOM pixel data cannot be decoded ({err})") from err
+        log.warning("%s: stopped after %d frame(s): DICOM pixel data damaged (%s)",
+                    path, yielded, err)
+    if select_error:
+        raise select_error[0]
