@@ -1,0 +1,64 @@
+"""``ceuspipe build-dataset`` and ``ceuspipe annotate-phantom``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("build-dataset")
+@click.argument("keyframes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("annotations_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--frames-per-patient", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Annotated key frames drawn per patient.")
+@click.option("--test-fraction", default=1 / 3, show_default="0.3333 (2:1)",
+              type=click.FloatRange(0, 1, max_open=True), help="Fraction of patients in the test split.")
+@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Cross-validation folds over the training patients (0: none, else >= 2).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the draw and the split.")
+@click.option("--max-tries", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Random redraws before the coordinate-descent refinement.")
+@click.option("--ks-threshold", default=None, type=click.FloatRange(0, 1),
+              help="Stop as soon as the KS distance to uniform is at or below this (default: search fully).")
+@click.option("--min-separation-s", default=10.0, show_default=True, type=click.FloatRange(min=0),
+              help="Frames of one exam at least this many seconds apart (when the patient allows).")
+@click.option("--label", default=None, help="Only LabelMe polygons with this label (default: any polygon).")
+@click.option("--name", default="CEUS", show_default=True, help="Dataset name in dataset.json.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT folder.")
+def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, test_fraction, folds, seed,
+                      max_tries, ks_threshold, min_separation_s, label, name, overwrite):
+    """Build a grey-level balanced, patient-split dataset in OUT from the key frames in
+    KEYFRAMES_DIR (output of `ceuspipe keyframes`) and the annotations in ANNOTATIONS_DIR
+    (LabelMe JSON or mask PNGs named after the key-frame stems; see data/README.md)."""
+    from ceuspipe.cli import show_progress
+    from ceuspipe.dataset.build import BuildConfig, build_dataset
+
+    if folds == 1:
+        raise click.BadParameter("use 0 (no folds) or at least 2", param_hint="--folds")
+    cfg = BuildConfig(keyframes_dir=keyframes_dir, annotations_dir=annotations_dir, out_dir=out,
+                      frames_per_patient=frames_per_patient, test_fraction=test_fraction, folds=folds,
+                      seed=seed, max_tries=max_tries, ks_threshold=ks_threshold,
+                      min_separation_s=min_separation_s, label=label, name=name, overwrite=overwrite,
+                      progress=show_progress())
+    r = build_dataset(cfg)
+    b = r.balance
+    click.echo(f"{len(r.cases)} cases ({r.n_train} train, {r.n_test} test) from {len(r.patients)} patients"
+               f"{f', {len(r.split.folds)} folds' if r.split.folds else ''}")
+    click.echo(f"key frames: {r.n_keyframes}, annotated: {r.n_annotated}, unannotated: {len(r.unannotated)}, "
+               f"annotation problems: {len(r.problems)}, unmatched annotation files: {len(r.unmatched)}")
+    click.echo(f"grey-level uniformity (KS distance, lower is better): all annotated {b.all_candidates:.3f}, "
+               f"single random draw {b.single_draw:.3f}, balanced {b.balanced:.3f} "
+               f"({b.tries} draws, {b.sweeps} refinement sweeps, seed {b.seed})")
+    if b.shortfall:
+        click.echo(f"patients with fewer annotated frames than requested: {len(b.shortfall)}")
+    if r.patients_without_annotation:
+        click.echo(f"patients left out (no annotated frame): {len(r.patients_without_annotation)}")
+    for p in r.problems:
+        click.echo(f"  problem: {p}", err=True)
+    click.echo(f"dataset: {out}/dataset.json")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(build_dataset_cmd)

@@ -1,0 +1,183 @@
+"""`build_dataset` / `ceuspipe build-dataset` on a key-frame folder written by the test."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ceuspipe.cli import main
+from ceuspipe.dataset.build import BuildConfig, build_dataset
+from ceuspipe.errors import OutputError
+from ceuspipe.video.panels import Box, PanelLayout, black_outside_panels, crop
+
+LAYOUT = PanelLayout(ceus=Box(4, 6, 32, 28), us=Box(40, 6, 32, 28), frame_width=76, frame_height=40)
+COLUMNS = ("patient_id,exam_id,source,sample_index,time_s,score,ceus_gray,frame_path,ceus_path,"
+           "us_path,stem").split(",")
+LESION = [[8, 6], [22, 7], [24, 20], [10, 21]]  # CEUS-crop coordinates
+
+
+def make_keyframes(root: Path, n_patients: int = 9, n_frames: int = 6, seed: int = 0) -> Path:
+    """Write a KF_OUT folder in the format of `ceuspipe keyframes`: one exam per
+    patient, ``n_frames`` key frames 10 s apart whose CEUS grey level follows a bolus."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        pid, eid = f"pat{p:02d}", "exam1"
+        exam = root / pid / eid
+        exam.mkdir(parents=True)
+        peak = rng.uniform(60, 200)
+        frames = []
+        for i in range(n_frames):
+            t = 10.0 * i + 3
+            level = 5 + peak * (t / 25) ** 2 * np.exp(2 - 2 * t / 25)
+            full = rng.integers(0, 30, (LAYOUT.frame_height, LAYOUT.frame_width, 3), dtype=np.uint8)
+            c = LAYOUT.ceus
+            full[c.y:c.y + c.h, c.x:c.x + c.w] = np.clip(level + rng.normal(0, 3, (c.h, c.w, 1)), 0, 255)
+            full = black_outside_panels(full, LAYOUT)
+            stem = f"{pid}__{eid}__{i:04d}"
+            ceus, us = crop(full, LAYOUT.ceus), crop(full, LAYOUT.us)
+            for suffix, img in (("full", full), ("ceus", ceus), ("us", us)):
+                cv2.imwrite(str(exam / f"{stem}_{suffix}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            gray = float(cv2.cvtColor(np.ascontiguousarray(ceus), cv2.COLOR_RGB2GRAY).mean())
+            rec = {"stem": stem, "sample_index": i, "time_s": t, "score": float(rng.uniform()),
+                   "ceus_gray": gray, "frame_path": f"{stem}_full.png", "ceus_path": f"{stem}_ceus.png",
+                   "us_path": f"{stem}_us.png"}
+            frames.append(rec)
+            rows.append({**rec, "patient_id": pid, "exam_id": eid, "source": f"/videos/{pid}/{eid}.mp4",
+                         **{k: f"{pid}/{eid}/{rec[k]}" for k in ("frame_path", "ceus_path", "us_path")}})
+        (exam / "keyframes.json").write_text(json.dumps({
+            "source": f"/videos/{pid}/{eid}.mp4", "patient_id": pid, "exam_id": eid, "sample_fps": 1.0,
+            "k": n_frames, "layout": LAYOUT.to_dict(), "n_frames_decoded": 100, "n_samples": 60,
+            "duration_s": 60.0, "ceuspipe_version": "0.1.0", "frames": frames}))
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in COLUMNS})
+    return root
+
+
+def annotate_all(kf: Path, ann: Path, skip: set[str] = frozenset()) -> Path:
+    """LabelMe CEUS-crop polygons for every key frame (alternating with full-frame
+    ones and PNG masks, to mix the forms)."""
+    ann.mkdir(parents=True, exist_ok=True)
+    with (kf / "manifest.csv").open() as fh:
+        stems = [r["stem"] for r in csv.DictReader(fh)]
+    for n, stem in enumerate(stems):
+        if stem in skip:
+            continue
+        if n % 3 == 0:
+            data = {"shapes": [{"label": "lesion", "points": LESION, "shape_type": "polygon"}],
+                    "imageWidth": LAYOUT.ceus.w, "imageHeight": LAYOUT.ceus.h}
+            (ann / f"{stem}_ceus.json").write_text(json.dumps(data))
+        elif n % 3 == 1:
+            pts = [[x + LAYOUT.ceus.x, y + LAYOUT.ceus.y] for x, y in LESION]
+            data = {"shapes": [{"label": "lesion", "points": pts, "shape_type": "polygon"}],
+                    "imageWidth": LAYOUT.frame_width, "imageHeight": LAYOUT.frame_height}
+            (ann / f"{stem}_full.json").write_text(json.dumps(data))
+        else:
+            mask = np.zeros((LAYOUT.ceus.h, LAYOUT.ceus.w), np.uint8)
+            cv2.fillPoly(mask, [np.array(LESION, np.int32)], 255)
+            cv2.imwrite(str(ann / f"{stem}_mask.png"), mask)
+    return ann
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    kf = make_keyframes(tmp_path / "kf")
+    ann = annotate_all(kf, tmp_path / "ann", skip={"pat03__exam1__0002"})
+    for old in ann.glob("pat04__exam1__0001*"):
+        old.unlink()
+    (ann / "pat04__exam1__0001_ceus.json").write_text("{broken")
+    return kf, ann
+
+
+def cfg(kf, ann, out, **kw):
+    return BuildConfig(keyframes_dir=kf, annotations_dir=ann, out_dir=out, max_tries=200, **kw)
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_build_layout_split_and_determinism(inputs, tmp_path):
+    kf, ann = inputs
+    out = tmp_path / "ds"
+    rep = build_dataset(cfg(kf, ann, out, folds=2))
+    ds = json.loads((out / "dataset.json").read_text())
+    assert ds["channel_names"] == {"0": "ceus", "1": "us"} and ds["labels"] == {"background": 0, "lesion": 1}
+    assert ds["numTraining"] + ds["numTest"] == 18 == len(rep.cases)
+    assert ds["numTest"] == 6  # 9 patients, 2:1 -> 3 test patients x 2 frames
+    u = ds["uniformity"]
+    assert u["statistic"] == "ks_uniform" and u["tries"] == 200 and u["balanced"] <= u["single_draw"]
+    assert ds["annotations"]["problems"] == 1 and ds["annotations"]["unannotated"] == 1
+
+    splits = json.loads((out / "splits.json").read_text())
+    with (out / "manifest.csv").open() as fh:
+        man = list(csv.DictReader(fh))
+    patient_of = {r["case"]: r["patient_id"] for r in man}
+    train_p = {patient_of[c] for c in splits["train"]}
+    test_p = {patient_of[c] for c in splits["test"]}
+    assert not train_p & test_p and len(train_p) == 6 and len(test_p) == 3
+    assert len(splits["folds"]) == 2
+    for fold in splits["folds"]:
+        assert not {patient_of[c] for c in fold["train"]} & {patient_of[c] for c in fold["val"]}
+        assert sorted(fold["train"] + fold["val"]) == sorted(splits["train"])
+
+    # Images: grey, native size; labels 0/1 of the CEUS size; the rejected and the
+    # unannotated frames are not in the dataset.
+    stems = {r["stem"] for r in man}
+    assert "pat04__exam1__0001" not in stems and "pat03__exam1__0002" not in stems
+    for r in man:
+        d = "Tr" if r["split"] == "train" else "Ts"
+        ceus = cv2.imread(str(out / f"images{d}" / f"{r['case']}_0000.png"), cv2.IMREAD_UNCHANGED)
+        us = cv2.imread(str(out / f"images{d}" / f"{r['case']}_0001.png"), cv2.IMREAD_UNCHANGED)
+        lab = cv2.imread(str(out / f"labels{d}" / f"{r['case']}.png"), cv2.IMREAD_UNCHANGED)
+        assert ceus.shape == (28, 32) and us.shape == (28, 32) and lab.shape == (28, 32)
+        assert set(np.unique(lab)) == {0, 1}
+        assert abs(float(ceus.mean()) - float(r["ceus_gray"])) < 0.6
+        src = cv2.imread(str(kf / r["patient_id"] / r["exam_id"] / f"{r['stem']}_us.png"))
+        assert np.array_equal(us, cv2.cvtColor(src, cv2.COLOR_BGR2GRAY))
+    assert (out / "grey_levels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    problems = (out / "problems.csv").read_text()
+    assert "pat04__exam1__0001_ceus.json" in problems and "invalid JSON" in problems
+
+    # Same inputs and seed: byte-identical folder.
+    out2 = tmp_path / "ds2"
+    build_dataset(cfg(kf, ann, out2, folds=2))
+    assert read_tree(out) == read_tree(out2)
+
+
+def test_non_empty_output_needs_overwrite(inputs, tmp_path):
+    kf, ann = inputs
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(OutputError, match="not empty"):
+        build_dataset(cfg(kf, ann, out))
+    assert (out / "keep.txt").exists()
+    build_dataset(cfg(kf, ann, out, overwrite=True))
+    assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+    with pytest.raises(OutputError, match="key-frame folder"):
+        build_dataset(cfg(kf, ann, kf / "ds", overwrite=True))
+
+
+def test_cli_summary_and_overwrite(inputs, tmp_path):
+    kf, ann = inputs
+    out = tmp_path / "ds"
+    args = ["build-dataset", str(kf), str(ann), str(out), "--max-tries", "50", "--seed", "3"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "18 cases" in res.output and "9 patients" in res.output and "annotation problems: 1" in res.output
+    assert "single random draw" in res.output
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    res = CliRunner().invoke(main, args + ["--overwrite", "--frames-per-patient", "3"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "dataset.json").read_text())["frames_per_patient"] == 3
