@@ -1,0 +1,72 @@
+"""PNG plot of a time-intensity curve and its fit (matplotlib Agg, no pyplot state)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+
+import numpy as np
+
+from ceuspipe.fsutil import atomic_write_bytes
+from ceuspipe.tic.analyse import TicResult
+from ceuspipe.tic.models import get_model
+
+__all__ = ["plot_tic"]
+
+
+def plot_tic(result: TicResult, path: str | os.PathLike, *, title: str | None = None, dpi: int = 100) -> None:
+    """Save a plot of ``result`` to ``path`` (PNG, written atomically).
+
+    Shows the frames used (dots), excluded frames (crosses, by flag), the fitted
+    curve (dashed beyond the last used frame), TI, TTP and TO, and PE above the
+    offset; parameters flagged extrapolated are marked with ``*``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    t, y = result.times_s, result.values
+    ex = result.excluded
+    ax.plot(t[~ex], y[~ex], ".", ms=3, color="0.35", label="frames used")
+    markers = {"flash": ("x", "tab:red"), "destruction": ("v", "tab:purple"), "jump": ("x", "tab:orange"),
+               "user": ("s", "tab:gray")}
+    for name, (mk, col) in markers.items():
+        sel = result.flags[name] & np.isfinite(y)
+        if sel.any():
+            ax.plot(t[sel], y[sel], mk, ms=5, color=col, label=f"{name} ({int(sel.sum())})")
+    used_t = t[~ex & np.isfinite(t)]
+    if result.params and used_t.size:
+        p = result.parameters
+        t_end = float(np.nanmax(t))
+        to = p["TO"].value
+        t_hi = max(t_end, to if math.isfinite(to) and to < t_end + 2 * (t_end - float(np.nanmin(t))) else t_end)
+        tt = np.linspace(float(np.nanmin(t)), t_hi, 1000)
+        fc = get_model(result.model)(tt, result.params)
+        last = float(used_t.max())
+        ax.plot(tt[tt <= last], fc[tt <= last], "-", color="tab:blue", lw=1.5, label=f"{result.model} fit")
+        if np.any(tt > last):
+            ax.plot(tt[tt >= last], fc[tt >= last], "--", color="tab:blue", lw=1.2, label="extrapolated")
+        if result.success:
+            O = result.params["O"]
+            for name, col in (("TI", "tab:green"), ("TTP", "tab:red"), ("TO", "tab:brown")):
+                v = p[name].value
+                if math.isfinite(v):
+                    star = "*" if p[name].extrapolated else ""
+                    ax.axvline(v, color=col, lw=0.8, ls=":", label=f"{name}{star} {v:.1f} s")
+            ax.axhline(O + p["PE"].value, color="tab:red", lw=0.6, ls=":")
+            ax.axhline(O, color="0.6", lw=0.6, ls=":")
+            ax.annotate(f"PE {p['PE'].value:.3g} a.u.", (p["TTP"].value, O + p["PE"].value),
+                        textcoords="offset points", xytext=(5, 5), fontsize=8)
+    status = f"QOF {result.qof:.1f}%" if result.success else f"fit failed: {result.reason}"
+    ax.set_title(title or f"Time-intensity curve ({result.quantity}) - {status}", fontsize=9)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mean linear power (a.u.)" if result.quantity == "mean_linear" else result.quantity)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
