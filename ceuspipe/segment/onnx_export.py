@@ -1,0 +1,185 @@
+"""Export a CEUSegNet checkpoint to ONNX, verify it, and cache it for CPU inference.
+
+The exported graph has two inputs, ``ceus`` and ``us``, each ``(B, 1, S, S)``
+float32 grey in ``[0, 1]`` (``S`` = the checkpoint's input size), and one output
+``logits`` ``(B, 1, S, S)`` float32; lesion probability is ``sigmoid(logits)``
+and the mask is ``probability >= threshold``. ``B`` is a dynamic axis unless a
+fixed batch is asked for. The model's config (``variant``, ``width``, ``size``,
+``threshold``...) is stored as JSON in the ONNX metadata key ``ceuspipe_config``.
+
+The TorchScript-based exporter (``dynamo=False``) is used: it needs no extra
+packages, is fast and exact for this network (maximum absolute logit difference
+about 1e-6 against eager PyTorch); the ``torch.export``-based exporter is the
+fallback when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ceuspipe.errors import InputError
+
+log = logging.getLogger("ceuspipe")
+
+#: Bump when the exported graph's contract changes, so cached files are rebuilt.
+EXPORT_FORMAT = 1
+OPSET = 17
+
+
+def default_cache_dir() -> Path:
+    """``$CEUSPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ceuspipe``, else ``~/.cache/ceuspipe``."""
+    explicit = os.environ.get("CEUSPIPE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ceuspipe"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(model, out_path: str | os.PathLike, size: int, *, batch: int | None = None,
+                config: dict | None = None, opset: int = OPSET) -> Path:
+    """Write ``model`` (CPU, fp32, eval) as ONNX to ``out_path`` atomically.
+
+    ``batch=None`` makes the batch axis dynamic; an int fixes it. ``size`` is
+    the input side in pixels. ``config`` goes into the ``ceuspipe_config``
+    metadata. Returns the path.
+    """
+    import onnx
+    import torch
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    n = batch or 2
+    example = (torch.rand(n, 1, size, size), torch.rand(n, 1, size, size))
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        dyn = None if batch else {"ceus": {0: "batch"}, "us": {0: "batch"}, "logits": {0: "batch"}}
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, example, tmp, input_names=["ceus", "us"],
+                                  output_names=["logits"], dynamic_axes=dyn, opset_version=opset,
+                                  dynamo=False, do_constant_folding=True)
+        except Exception as exc:  # noqa: BLE001 - try the other exporter before giving up
+            log.info("TorchScript ONNX export failed (%s); trying the torch.export exporter", exc)
+            dyn_shapes = None
+            if not batch:
+                b = torch.export.Dim("batch", min=1, max=4096)
+                dyn_shapes = {"ceus": {0: b}, "us": {0: b}}
+            with warnings.catch_warnings(), torch.no_grad(), \
+                    contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, example, tmp, input_names=["ceus", "us"],
+                                  output_names=["logits"], dynamic_shapes=dyn_shapes,
+                                  dynamo=True, verbose=False, external_data=False)
+        proto = onnx.load(tmp)
+        meta = {"ceuspipe_config": json.dumps(config or {"size": size}, sort_keys=True, default=str),
+                "ceuspipe_export_format": str(EXPORT_FORMAT)}
+        for key, value in meta.items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def max_logit_difference(model, onnx_path: str | os.PathLike, size: int, *, batch: int = 2,
+                         seed: int = 0) -> float:
+    """Largest ``|logit_torch - logit_onnx|`` on ``batch`` random input pairs in ``[0, 1]``."""
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(seed)
+    c = rng.random((batch, 1, size, size), dtype=np.float32)
+    u = rng.random((batch, 1, size, size), dtype=np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    fixed = sess.get_inputs()[0].shape[0]
+    if isinstance(fixed, int):
+        c, u = c[:fixed], u[:fixed]
+    (got,) = sess.run(["logits"], {"ceus": c, "us": u})
+    with torch.inference_mode():
+        want = model.eval()(torch.from_numpy(c), torch.from_numpy(u)).float().numpy()
+    return float(np.max(np.abs(got - want)))
+
+
+def cached_onnx(spec, *, cache_dir: str | os.PathLike | None = None) -> Path:
+    """ONNX file (dynamic batch) for a loaded checkpoint, exported once and cached.
+
+    ``spec``: :class:`ceuspipe.segment.predictor.ModelSpec`. The cache key is
+    the checkpoint's SHA-256, the input size and :data:`EXPORT_FORMAT`; the file
+    is ``<cache_dir>/onnx/<sha256[:20]>-s<size>-f<format>.onnx``, written
+    atomically, so concurrent runs never see half a file.
+    """
+    import torch
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = file_digest(spec.path)
+    path = root / "onnx" / f"{digest[:20]}-s{spec.size}-f{EXPORT_FORMAT}.onnx"
+    if path.is_file():
+        return path
+    log.info("exporting %s to ONNX (cached at %s)", spec.path, path)
+    model = spec.model
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        import copy
+
+        model = copy.deepcopy(model).to("cpu")
+    with torch.no_grad():
+        export_onnx(model, path, spec.size, config=spec.config)
+    return path
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What ``ceuspipe export`` wrote: file, input size, batch (None = dynamic), check result."""
+
+    path: Path
+    size: int
+    batch: int | None
+    max_abs_diff: float
+    config: dict
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike, *,
+                      batch: int | None = None, tolerance: float = 1e-4) -> ExportReport:
+    """Export a checkpoint to ONNX for deployment and check it against PyTorch.
+
+    Raises :class:`InputError` when the exported model's logits differ from
+    eager PyTorch by more than ``tolerance`` (the file is then removed).
+    """
+    from ceuspipe.segment.predictor import load_spec
+
+    spec = load_spec(checkpoint, "cpu")
+    out = export_onnx(spec.model, out_path, spec.size, batch=batch, config=spec.config)
+    diff = max_logit_difference(spec.model, out, spec.size, batch=batch or 2)
+    if not diff <= tolerance:
+        out.unlink(missing_ok=True)
+        raise InputError(checkpoint, f"ONNX export differs from PyTorch by {diff:.3g} "
+                                     f"(> {tolerance:g}); nothing written")
+    return ExportReport(path=out, size=spec.size, batch=batch, max_abs_diff=diff, config=spec.config)

@@ -1,0 +1,219 @@
+"""Batched lesion-probability prediction with PyTorch or ONNX Runtime.
+
+A predictor maps a batch of CEUS and US panels, each ``(B, S, S) float32`` grey
+in ``[0, 1]`` (``S`` = the model's input size, 128 for the paper), to lesion
+probabilities ``(B, S, S) float32`` in ``[0, 1]`` (sigmoid of the logits).
+
+Pre- and post-processing live here too, so that every engine sees exactly the
+same pixels: :func:`prepare_panel` (RGB panel -> BT.601 grey -> area resize to
+``S x S`` -> ``/255``) and :func:`probability_to_mask` (bilinear resize back to the
+panel size, then threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ceuspipe.errors import InputError
+
+log = logging.getLogger("ceuspipe")
+
+ENGINES = ("auto", "torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_panel(panel: np.ndarray, size: int) -> np.ndarray:
+    """Model input for one panel.
+
+    ``panel``: ``(h, w, 3) uint8`` RGB or ``(h, w) uint8`` grey. Returns
+    ``(size, size) float32`` grey in ``[0, 1]``: BT.601 luma, resized with area
+    averaging (``cv2.INTER_AREA``) when shrinking, bilinear when enlarging.
+    """
+    gray = panel if panel.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(panel), cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+    small = cv2.resize(gray, (size, size), interpolation=interp)
+    return small.astype(np.float32) * np.float32(1 / 255)
+
+
+def probability_to_mask(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:
+    """Lesion mask of a panel from one model-size probability map.
+
+    ``prob``: ``(S, S) float32`` in ``[0, 1]``. Returns ``(height, width) uint8``
+    0/1: the map resized bilinearly to the panel size, ``>= threshold`` is lesion.
+    """
+    big = cv2.resize(np.ascontiguousarray(prob, dtype=np.float32), (width, height),
+                     interpolation=cv2.INTER_LINEAR)
+    return (big >= threshold).astype(np.uint8)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+class Predictor(Protocol):
+    """``predictor(ceus, us) -> prob``; all ``(B, S, S) float32``."""
+
+    engine: str
+    device: str
+    size: int
+
+    def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class ModelSpec:
+    """A loaded checkpoint: the eval-mode torch model and its config.
+
+    ``config`` holds at least ``variant``, ``width``, ``size`` (input side in
+    pixels) and ``threshold``; ``path`` is the checkpoint file.
+    """
+
+    model: Any
+    config: dict
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return int(self.config.get("size", 128))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device not in DEVICES:
+        raise InputError(None, f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
+    has_cuda = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise InputError(None, "--device cuda asked for, but no CUDA GPU is available")
+    return device
+
+
+def load_spec(checkpoint: str | os.PathLike, device: str = "cpu") -> ModelSpec:
+    """Load a checkpoint (``weights_only``) into an eval-mode model on ``device``.
+
+    Raises :class:`InputError` naming the file when it is missing or not a
+    ceuspipe checkpoint.
+    """
+    from ceuspipe.train.checkpoint import load_model
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(path, "model checkpoint not found")
+    model, config = load_model(path, device)
+    config = dict(config if isinstance(config, dict) else vars(config))
+    model.eval()
+    return ModelSpec(model=model, config=config, path=path)
+
+
+class TorchPredictor:
+    """Eager PyTorch inference; fp16 autocast on CUDA when ``amp``."""
+
+    engine = "torch"
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", *, amp: bool = True):
+        import torch
+
+        self._torch = torch
+        self.device = device
+        self.size = spec.size
+        self.model = spec.model.to(device).eval()
+        self.amp = amp and device.startswith("cuda")
+
+    def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            c = torch.from_numpy(np.ascontiguousarray(ceus, dtype=np.float32))[:, None].to(self.device)
+            u = torch.from_numpy(np.ascontiguousarray(us, dtype=np.float32))[:, None].to(self.device)
+            if self.amp:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    logits = self.model(c, u)
+            else:
+                logits = self.model(c, u)
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+class OnnxPredictor:
+    """ONNX Runtime CPU inference of an exported model (inputs ``ceus``, ``us``)."""
+
+    engine = "onnx"
+    device = "cpu"
+
+    def __init__(self, onnx_path: str | os.PathLike, size: int, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or cpu_cores()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self.size = int(size)
+        self.path = Path(onnx_path)
+        fixed = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = fixed if isinstance(fixed, int) else None
+
+    def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray:
+        c = np.ascontiguousarray(ceus, dtype=np.float32)[:, None]
+        u = np.ascontiguousarray(us, dtype=np.float32)[:, None]
+        if self.fixed_batch is not None and c.shape[0] != self.fixed_batch:
+            return np.concatenate([self(ceus[i:i + 1], us[i:i + 1]) for i in range(len(ceus))])
+        (logits,) = self.session.run(["logits"], {"ceus": c, "us": u})
+        return sigmoid(logits[:, 0])
+
+
+def make_predictor(spec: ModelSpec, *, engine: str = "auto", device: str = "auto",
+                   cache_dir: str | os.PathLike | None = None) -> Predictor:
+    """Choose and build the predictor.
+
+    ``engine="auto"``: ONNX Runtime on CPU (the checkpoint is exported once and
+    cached, see :func:`ceuspipe.segment.onnx_export.cached_onnx`), PyTorch with
+    fp16 autocast on CUDA. ``engine="onnx"`` always runs on CPU.
+    """
+    if engine not in ENGINES:
+        raise InputError(None, f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    dev = resolve_device(device)
+    if engine == "onnx" and dev != "cpu":
+        raise InputError(None, "the onnx engine runs on CPU only (use --engine torch for CUDA)")
+    if engine == "onnx" or (engine == "auto" and dev == "cpu"):
+        from ceuspipe.segment.onnx_export import cached_onnx
+
+        try:
+            return OnnxPredictor(cached_onnx(spec, cache_dir=cache_dir), spec.size)
+        except ImportError as exc:
+            if engine == "onnx":
+                raise InputError(None, f"onnx engine unavailable ({exc})") from None
+            log.warning("onnxruntime/onnx not importable (%s): using PyTorch on CPU", exc)
+            return TorchPredictor(spec, "cpu")
+    return TorchPredictor(spec, dev)
