@@ -1,0 +1,77 @@
+"""Settings of the synthetic CEUS phantom."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+CEUS_SIDES = ("left", "right", "random")
+COLORMAPS = ("gray", "gold")
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What every generated exam shares; per-patient values are drawn from the seed.
+
+    ``duration_s`` seconds, ``fps`` frames per second (frame ``i`` is shown at
+    ``i / fps`` s), ``width`` x ``height`` the full screen in pixels, ``panel_size``
+    the square panel side in pixels (``None``: ``min(0.8 H, 0.45 W)``).
+    ``dynamic_range_db``: display dynamic range in dB (``None``: drawn per patient
+    in 50-70 dB). ``flash_times_s``: start times of high-MI flash frames (bright
+    CEUS panel for ``flash_duration_s``); empty by default. ``crf``/``preset`` are
+    the libx264 settings of the clip.
+    """
+
+    duration_s: float = 90.0
+    fps: float = 12.0
+    width: int = 800
+    height: int = 450
+    panel_size: int | None = None
+    ceus_side: str = "left"
+    colormap: str = "gray"
+    dynamic_range_db: float | None = 60.0
+    flash_times_s: tuple[float, ...] = field(default_factory=tuple)
+    flash_duration_s: float = 0.2
+    exam_id: str = "exam1"
+    crf: int = 20
+    preset: str = "veryfast"
+
+    def __post_init__(self) -> None:
+        if not self.duration_s > 0 or not self.fps > 0:
+            raise ValueError("duration_s and fps must be positive")
+        if self.ceus_side not in CEUS_SIDES:
+            raise ValueError(f"ceus_side must be one of {CEUS_SIDES}, not {self.ceus_side!r}")
+        if self.colormap not in COLORMAPS:
+            raise ValueError(f"colormap must be one of {COLORMAPS}, not {self.colormap!r}")
+        if self.dynamic_range_db is not None and not 10 <= self.dynamic_range_db <= 120:
+            raise ValueError("dynamic_range_db must be in 10..120 dB")
+        if self.width % 2 or self.height % 2:
+            raise ValueError("width and height must be even (yuv420p)")
+        if any(t < 0 for t in self.flash_times_s):
+            raise ValueError("flash times must be >= 0 s")
+        object.__setattr__(self, "flash_times_s", tuple(float(t) for t in self.flash_times_s))
+        from ceuspipe.synth.screen import make_geometry
+
+        make_geometry(self.width, self.height, "left", self.panel_size)  # raises if too small
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames: times ``0, 1/fps, ...`` strictly below ``duration_s``."""
+        return max(1, int(np.ceil(self.duration_s * self.fps - 1e-9)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["flash_times_s"] = list(self.flash_times_s)
+        return d
+
+
+def patient_seed(global_seed: int, index: int) -> int:
+    """Seed of patient ``index`` (0-based), independent of how many are generated or how."""
+    ss = np.random.SeedSequence([int(global_seed), int(index)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def patient_id(index: int) -> str:
+    """``P001`` for index 0 (at least three digits)."""
+    return f"P{index + 1:03d}"

@@ -1,0 +1,75 @@
+"""Ground truth of a phantom exam: reading ``truth.json`` and rebuilding masks.
+
+An exam ``OUT/<patient>/<exam>.mp4`` has ``OUT/<patient>/<exam>.truth/`` with
+``truth.json``, ``ceus_mask.mkv`` and ``us_mask.mkv`` (see data/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ceuspipe.errors import InputError
+from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion
+from ceuspipe.synth.bolus import LognormalBolus
+from ceuspipe.video.panels import PanelLayout
+
+TRUTH_FORMAT = "ceuspipe-synth-truth/1"
+TRUTH_JSON = "truth.json"
+CEUS_MASK_VIDEO = "ceus_mask.mkv"
+US_MASK_VIDEO = "us_mask.mkv"
+
+
+def truth_dir_for(clip: str | os.PathLike) -> Path:
+    """``<exam>.truth`` folder beside ``<exam>.mp4``."""
+    clip = Path(clip)
+    return clip.with_name(clip.stem + ".truth")
+
+
+def load_truth(truth_dir: str | os.PathLike) -> dict:
+    """Read ``truth_dir/truth.json`` (a truth folder, or the json file itself).
+
+    Raises :class:`InputError` naming the file when it is missing or not a phantom truth.
+    """
+    path = Path(truth_dir)
+    if path.is_dir():
+        path = path / TRUTH_JSON
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "phantom truth file not found") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable phantom truth ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(truth, dict) or truth.get("format") != TRUTH_FORMAT:
+        raise InputError(path, f"not a phantom truth file (format is not {TRUTH_FORMAT})")
+    return truth
+
+
+def truth_layout(truth: dict) -> PanelLayout:
+    """Panel boxes of the exam's frames."""
+    return PanelLayout.from_dict(truth["layout"])
+
+
+def truth_curves(truth: dict) -> tuple[LognormalBolus, LognormalBolus]:
+    """``(lesion, parenchyma)`` bolus curves: mean linear power vs time in seconds."""
+    c = truth["curves"]
+    return LognormalBolus.from_dict(c["lesion"]), LognormalBolus.from_dict(c["parenchyma"])
+
+
+def truth_masks_at(truth: dict, time_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Masks at ``time_s`` seconds: ``(ceus_roi, bmode_lesion)``.
+
+    ``ceus_roi`` is ``(h, w) uint8`` 0/1 of the CEUS panel size, ``bmode_lesion``
+    the same for the US panel, both in panel pixel coordinates. Computed from
+    the recorded shape and motion; equal to the mask videos' frame at a frame time.
+    """
+    layout = truth_layout(truth)
+    shape = LesionShape.from_dict(truth["lesion_shape"])
+    dx, dy = RespiratoryMotion.from_dict(truth["motion"]).offset(float(time_s))
+    roi, lesion = shape.masks((layout.ceus.h, layout.ceus.w), dx, dy)
+    if (layout.us.h, layout.us.w) != (layout.ceus.h, layout.ceus.w):
+        lesion = shape.masks((layout.us.h, layout.us.w), dx, dy)[1]
+    return roi, lesion
