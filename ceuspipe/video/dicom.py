@@ -212,6 +212,23 @@ def probe_dicom(path: str | os.PathLike) -> VideoInfo:
                      rotation=0)
 
 
+def _pixel_frames(path: Path, ds, indices: Iterator[int]) -> Iterator[np.ndarray]:
+    """Decoded frames for ``indices`` (read lazily), one at a time, YBR converted to RGB."""
+    from pydicom.pixels import iter_pixels
+
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    encapsulated = bool(tsyntax is not None and tsyntax.is_encapsulated)
+    if photometric == "YBR_FULL_422" and not encapsulated:
+        # pydicom 3.0 changes its per-file state after the first native 4:2:2 frame
+        # and then miscomputes the next frame's length; a fresh reader per frame
+        # (header parse only, pixel bytes still read one frame at a time) avoids it.
+        for i in indices:
+            yield from iter_pixels(path, indices=[i])
+        return
+    yield from iter_pixels(path, indices=indices)
+
+
 def iter_dicom_frames(path: str | os.PathLike, *,
                       select: Callable[[float], bool] | None = None) -> Iterator[Frame]:
     """Yield :class:`Frame` objects of a DICOM cine, one frame read at a time.
@@ -220,8 +237,6 @@ def iter_dicom_frames(path: str | os.PathLike, *,
     pixels are read; rejected frames are never read. Raises :class:`InputError`
     for non-ultrasound files, missing pixel data or timing, or undecodable data.
     """
-    from pydicom.pixels import iter_pixels
-
     path = Path(path)
     ds = read_header(path)
     times = frame_times(ds, path)
@@ -244,7 +259,7 @@ def iter_dicom_frames(path: str | os.PathLike, *,
 
     yielded = 0
     try:
-        for arr in iter_pixels(path, indices=wanted()):
+        for arr in _pixel_frames(path, ds, wanted()):
             i = current[0]
             yield Frame(index=i, time_s=float(times[i]), image=to_rgb8(arr, ds))
             yielded += 1
