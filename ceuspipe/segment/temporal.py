@@ -44,8 +44,8 @@ class TemporalMedian:
     def enabled(self) -> bool:
         return self.window >= 2
 
-    def _emit(self, upto: int) -> Iterator[tuple[Any, np.ndarray]]:
-        while self._next < upto:
+    def _emit(self, final: bool) -> Iterator[tuple[Any, np.ndarray]]:
+        while self._next < len(self._probs) - (0 if final else self.after):
             lo = max(0, self._next - self.before)
             hi = min(len(self._probs), self._next + self.after + 1)
             stack = np.stack(list(self._probs)[lo:hi])
@@ -65,13 +65,13 @@ class TemporalMedian:
             return
         self._probs.append(np.asarray(prob, dtype=np.float32))
         self._items.append(item)
-        yield from self._emit(len(self._probs) - self.after)
+        yield from self._emit(final=False)
 
     def flush(self) -> Iterator[tuple[Any, np.ndarray]]:
         """Yield every frame still held (the last ``N//2``), with truncated windows."""
         if not self.enabled:
             return
-        yield from self._emit(len(self._probs))
+        yield from self._emit(final=True)
         self._probs.clear()
         self._items.clear()
         self._next = 0

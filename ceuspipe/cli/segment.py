@@ -1,0 +1,84 @@
+"""``ceuspipe segment-video`` (masks, overlay, TIC for a clip) and ``ceuspipe export`` (ONNX)."""
+
+from __future__ import annotations
+
+import click
+
+from ceuspipe.cli.options import layout_options, layout_overrides
+
+
+@click.command("segment-video")
+@click.argument("clip", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--model", "checkpoint", type=click.Path(dir_okay=False, path_type=str),
+              help="Checkpoint (.pt). Default: $CEUSPIPE_MODEL, else [segment] model in "
+                   "~/.config/ceuspipe/config.toml.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Output folder. Default: <clip folder>/<clip stem>.ceuspipe/")
+@click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Segment this many frames per second of presentation time [default: every frame].")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Frames per inference call.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA.")
+@click.option("--dynamic-range-db", default=60.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Display dynamic range used to linearise grey levels (dB).")
+@click.option("--tic-model", type=click.Choice(["lognormal", "gamma"]), default="lognormal",
+              show_default=True, help="Bolus model fitted to the time-intensity curve.")
+@click.option("--temporal-smoothing", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Median of lesion probabilities over N neighbouring frames (0: off).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Probability threshold [default: the checkpoint's, 0.5].")
+@layout_options
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine,
+                      dynamic_range_db, tic_model, temporal_smoothing, threshold, overwrite, **layout_kw):
+    """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json."""
+    from ceuspipe.cli import show_progress
+    from ceuspipe.segment.defaults import default_model
+    from ceuspipe.segment.run import SegmentConfig, default_out_dir, segment_video
+
+    model = checkpoint or str(default_model())
+    config = SegmentConfig(sample_fps=sample_fps, batch_size=batch_size, device=device, engine=engine,
+                           dynamic_range_db=dynamic_range_db, tic_model=tic_model,
+                           temporal_smoothing=temporal_smoothing, threshold=threshold,
+                           overwrite=overwrite, **layout_overrides(layout_kw))
+    report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress())
+    tic = report.tic or {}
+    ttp = ((tic.get("parameters") or {}).get("TTP") or {}).get("value")
+    fit = f"TTP {ttp:.1f} s" if tic.get("success") and ttp is not None else \
+        f"no TIC fit ({tic.get('reason') or 'unknown'})"
+    click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
+               f"{report.engine} on {report.device}); {fit}")
+    click.echo(f"outputs: {report.out_dir}")
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--batch", default="dynamic", show_default=True, metavar="dynamic|N",
+              help="Batch axis of the exported model: dynamic, or a fixed size N.")
+def export_cmd(checkpoint, out, batch):
+    """Export CHECKPOINT to ONNX file OUT for CPU deployment (checked against PyTorch)."""
+    from ceuspipe.segment.onnx_export import export_checkpoint
+
+    if batch == "dynamic":
+        fixed = None
+    else:
+        try:
+            fixed = int(batch)
+        except ValueError:
+            raise click.BadParameter(f"expected 'dynamic' or a positive integer, got {batch!r}",
+                                     param_hint="--batch") from None
+        if fixed < 1:
+            raise click.BadParameter("batch must be at least 1", param_hint="--batch")
+    report = export_checkpoint(checkpoint, out, batch=fixed)
+    click.echo(f"wrote {report.path}: inputs ceus, us ({'B' if fixed is None else fixed}x1x{report.size}"
+               f"x{report.size} float32 in [0,1]), output logits; max |ONNX - PyTorch| = "
+               f"{report.max_abs_diff:.2e}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(segment_video_cmd)
+    group.add_command(export_cmd)
