@@ -181,3 +181,113 @@ def test_cli_summary_and_overwrite(inputs, tmp_path):
     res = CliRunner().invoke(main, args + ["--overwrite", "--frames-per-patient", "3"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "dataset.json").read_text())["frames_per_patient"] == 3
+
+
+# ---- phantom annotations: the chain with no hand step --------------------------------------
+
+def test_mask_to_polygons_round_trip_and_thin_necks():
+    from ceuspipe.dataset.phantom_annotations import mask_to_polygons
+    from ceuspipe.dataset.rasterize import fill_polygons, self_intersection
+
+    m = np.zeros((40, 60), np.uint8)
+    cv2.circle(m, (15, 20), 9, 1, -1)
+    cv2.rectangle(m, (35, 10), (50, 30), 1, -1)
+    m[20, 24:36] = 1  # one-pixel bridge between the blobs: removed, no touching contour
+    polys = mask_to_polygons(m)
+    assert len(polys) == 2 and all(self_intersection(p) is None for p in polys)
+    back = fill_polygons(polys, 40, 60)
+    ref = m.copy()
+    ref[20, 25:35] = 0
+    inter, union = np.logical_and(back, ref).sum(), np.logical_or(back, ref).sum()
+    assert inter / union > 0.97
+
+
+def _phantom_keyframes(ph: Path, kf: Path, n_patients: int, shift: tuple[int, int]) -> dict:
+    """Tiny phantom clips -> a KF_OUT folder written like `ceuspipe keyframes` (one key
+    frame per whole second). Patient 0's recorded CEUS box is shifted by ``shift``, as
+    a detected layout may be; patient 1 records its source relative to the phantom."""
+    import av
+
+    from ceuspipe.synth.config import PhantomConfig
+    from ceuspipe.synth.generate import generate_exam
+
+    cfg = PhantomConfig(duration_s=8, fps=2, width=320, height=180)
+    rows, truths = [], {}
+    for p in range(n_patients):
+        pid = f"P{p + 1:03d}"
+        clip = ph / pid / "exam1.mp4"
+        truths[pid] = generate_exam(clip, None, cfg, seed=10 + p, patient=pid)
+        lay = PanelLayout.from_dict(truths[pid]["layout"])
+        if p == 0:
+            c = lay.ceus
+            lay = PanelLayout(Box(c.x + shift[0], c.y + shift[1], c.w, c.h), lay.us,
+                              lay.frame_width, lay.frame_height)
+        exam = kf / pid / "exam1"
+        exam.mkdir(parents=True)
+        source = f"{pid}/exam1.mp4" if p == 1 else str(clip)
+        frames = []
+        with av.open(str(clip)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % 2:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")
+                stem = f"{pid}__exam1__{i:04d}"
+                ceus = np.ascontiguousarray(crop(rgb, lay.ceus))
+                for suffix, img in (("full", black_outside_panels(rgb, lay)), ("ceus", ceus),
+                                    ("us", crop(rgb, lay.us))):
+                    cv2.imwrite(str(exam / f"{stem}_{suffix}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                rec = {"stem": stem, "sample_index": i, "time_s": float(frame.time), "score": 1.0,
+                       "ceus_gray": float(cv2.cvtColor(ceus, cv2.COLOR_RGB2GRAY).mean()),
+                       "frame_path": f"{stem}_full.png", "ceus_path": f"{stem}_ceus.png",
+                       "us_path": f"{stem}_us.png"}
+                frames.append(rec)
+                rows.append({**rec, "patient_id": pid, "exam_id": "exam1", "source": source,
+                             **{k: f"{pid}/exam1/{rec[k]}" for k in ("frame_path", "ceus_path", "us_path")}})
+        (exam / "keyframes.json").write_text(json.dumps({
+            "source": source, "patient_id": pid, "exam_id": "exam1", "sample_fps": 1.0, "k": len(frames),
+            "layout": lay.to_dict(), "n_frames_decoded": 16, "n_samples": 8, "duration_s": 8.0,
+            "ceuspipe_version": "0.1.0", "frames": frames}))
+    with (kf / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in COLUMNS})
+    return truths
+
+
+def test_annotate_phantom_then_build_dataset(tmp_path):
+    from ceuspipe.synth.truth import truth_masks_at
+
+    ph, kf, ann, out = (tmp_path / n for n in ("ph", "kf", "ann", "ds"))
+    shift = (3, 2)
+    truths = _phantom_keyframes(ph, kf, 3, shift)
+    runner = CliRunner()
+    res = runner.invoke(main, ["annotate-phantom", str(kf), str(ph), str(ann), "--frames-per-exam", "2"])
+    assert res.exit_code == 0, res.output
+    assert len(list(ann.glob("*_ceus.json"))) == 6
+    res = runner.invoke(main, ["annotate-phantom", str(kf), str(ph), str(ann)])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+    res = runner.invoke(main, ["annotate-phantom", str(kf), str(ph), str(ann), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    docs = sorted(ann.glob("*_ceus.json"))
+    assert len(docs) == 24  # 3 exams x 8 key frames (one per second), all annotated
+    doc = json.loads(docs[0].read_text())
+    assert doc["imageWidth"] == 144 and doc["shapes"][0]["shape_type"] == "polygon"
+    assert (ann / doc["imagePath"]).resolve() == (kf / "P001" / "exam1" / docs[0].name.replace(".json", ".png"))
+
+    res = runner.invoke(main, ["build-dataset", str(kf), str(ann), str(out), "--max-tries", "20",
+                               "--min-separation-s", "2"])
+    assert res.exit_code == 0, res.output
+    assert "6 cases" in res.output and "annotation problems: 0" in res.output
+    with (out / "manifest.csv").open() as fh:
+        man = list(csv.DictReader(fh))
+    for r in man:
+        d = "Tr" if r["split"] == "train" else "Ts"
+        label = cv2.imread(str(out / f"labels{d}" / f"{r['case']}.png"), cv2.IMREAD_UNCHANGED)
+        truth = truth_masks_at(truths[r["patient_id"]], float(r["time_s"]))[0]
+        if r["patient_id"] == "P001":  # recorded box shifted: the label follows the recorded crop
+            moved = np.zeros_like(truth)
+            moved[: truth.shape[0] - shift[1], : truth.shape[1] - shift[0]] = truth[shift[1]:, shift[0]:]
+            truth = moved
+        iou = np.logical_and(label, truth).sum() / np.logical_or(label, truth).sum()
+        assert iou > 0.95, (r["case"], iou)

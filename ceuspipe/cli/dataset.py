@@ -60,5 +60,36 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
     click.echo(f"dataset: {out}/dataset.json")
 
 
+def _frames_per_exam(ctx, param, value: str) -> int | None:
+    if value is None or value.lower() == "all":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a positive integer nor 'all'") from None
+    if n < 1:
+        raise click.BadParameter("must be at least 1 (or 'all')")
+    return n
+
+
+@click.command("annotate-phantom")
+@click.argument("keyframes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("phantom_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("ann_out", type=click.Path(path_type=Path))
+@click.option("--frames-per-exam", default="all", show_default=True, callback=_frames_per_exam,
+              help="Key frames annotated per exam, spread in time: a number or 'all'.")
+@click.option("--label", default="lesion", show_default=True, help="Label of the written polygons.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty ANN_OUT folder.")
+def annotate_phantom_cmd(keyframes_dir, phantom_dir, ann_out, frames_per_exam, label, overwrite):
+    """Write LabelMe annotations (<stem>_ceus.json) into ANN_OUT for the key frames in
+    KEYFRAMES_DIR of phantom clips under PHANTOM_DIR, from the phantom's ground truth."""
+    from ceuspipe.dataset.phantom_annotations import annotate_phantom
+
+    r = annotate_phantom(keyframes_dir, phantom_dir, ann_out, frames_per_exam, label, overwrite)
+    click.echo(f"{len(r.written)} key frames annotated, {len(r.skipped)} skipped (no ROI in the crop): "
+               f"{ann_out}")
+
+
 def register(group: click.Group) -> None:
     group.add_command(build_dataset_cmd)
+    group.add_command(annotate_phantom_cmd)
