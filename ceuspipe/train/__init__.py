@@ -1,0 +1,1 @@
+"""Training, checkpoints and evaluation of CEUSegNet."""
