@@ -320,3 +320,21 @@ def test_relative_clock_keeps_order_and_nudges_non_increasing(caplog):
     assert out[4] == 2.0
     assert clock.nudged == 2
     assert any("non-increasing" in r.message for r in caplog.records)
+
+
+def test_frame_time_fallbacks_without_pts():
+    from types import SimpleNamespace
+
+    from ceuspipe.video.reader import _frame_time
+
+    tb = Fraction(1, 1000)
+    step = Fraction(1, 25)
+    with_pts = SimpleNamespace(pts=1500, dts=None, duration=0, time_base=tb)
+    assert _frame_time(with_pts, tb, None, step) == Fraction(3, 2)
+    only_dts = SimpleNamespace(pts=None, dts=2000, duration=0, time_base=None)
+    assert _frame_time(only_dts, tb, Fraction(1), step) == 2
+    with_duration = SimpleNamespace(pts=None, dts=None, duration=40, time_base=tb)
+    assert _frame_time(with_duration, tb, Fraction(2), step) == Fraction(2) + Fraction(40, 1000)
+    bare = SimpleNamespace(pts=None, dts=None, duration=0, time_base=tb)
+    assert _frame_time(bare, tb, Fraction(2), step) == Fraction(2) + step
+    assert _frame_time(bare, tb, None, step) == 0

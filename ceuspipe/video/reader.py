@@ -186,7 +186,7 @@ def _frame_orientation(frame: av.VideoFrame) -> Orientation:
 
 
 def is_dicom_path(path: str | os.PathLike) -> bool:
-    """True if ``path`` ends in ``.dcm`` or has ``DICM`` at byte 128 (content wins)."""
+    """True if ``path`` ends in ``.dcm`` (any case) or has ``DICM`` at byte 128."""
     from ceuspipe.video import dicom
 
     return Path(path).suffix.lower() == ".dcm" or dicom.has_dicom_magic(path)
