@@ -1,0 +1,363 @@
+"""``ceuspipe run``: process every new exam of an inbox exactly once.
+
+One coordinating process holds the output-root lock, reads and writes the
+ledger, and hands exams to workers (this process for ``jobs=1``, joblib's loky
+process pool for ``jobs>1``, or a Dask cluster for ``scheduler``). A worker runs
+the stages of one exam into ``OUT/.ceuspipe/tmp/<run>/<n>/`` and returns what it
+did; it never touches the ledger or the final folders. The coordinator then
+
+1. renames the finished temporary folder to ``OUT/<patient_id>/<exam_id>/``
+   (an older version of that folder is replaced only once the new one is complete),
+2. marks the exam ``done`` in the ledger.
+
+A crash at any point leaves the exam ``running`` (or its old folder intact), and
+the next run redoes it; temporary folders of dead runs are removed at start.
+An exam that kills its run :data:`MAX_INTERRUPTED` times is marked failed instead
+of being retried forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ceuspipe.batch.discover import discover
+from ceuspipe.batch.ledger import ExamRow, Ledger
+from ceuspipe.batch.lock import OutputLock
+from ceuspipe.batch.pipeline_file import Pipeline, StageSpec
+from ceuspipe.errors import CeuspipeError
+
+log = logging.getLogger("ceuspipe")
+
+MAX_INTERRUPTED = 3
+EXAM_RECORD = "batch.json"
+
+
+# ------------------------------------------------------------------ worker side
+
+
+@dataclass(frozen=True)
+class ExamTask:
+    """What a worker needs: the exam, its private temporary folder, the stages."""
+
+    exam: Any  # ceuspipe.inputs.ExamInput
+    tmp_dir: str
+    stages: tuple[StageSpec, ...]
+
+
+@dataclass(frozen=True)
+class ExamOutcome:
+    """What a worker returns: ``outputs`` per stage name (paths relative to the exam
+    folder), or ``error`` (one line naming the source file). ``seconds``: wall time."""
+
+    path: str
+    ok: bool
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def error_line(path: str, exc: BaseException) -> str:
+    """One line ``PATH: problem`` for a failed exam."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, CeuspipeError):
+        return text if text.startswith(path) else f"{path}: {text}"
+    return f"{path}: {exc.__class__.__name__}: {text}" if text else f"{path}: {exc.__class__.__name__}"
+
+
+def _relativize(value: Any, base: Path) -> Any:
+    """JSON-able copy of a stage result; paths under ``base`` become relative strings."""
+    if isinstance(value, dict):
+        return {str(k): _relativize(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relativize(v, base) for v in value]
+    if isinstance(value, os.PathLike):
+        p = Path(value)
+        try:
+            return p.relative_to(base).as_posix()
+        except ValueError:
+            return str(p)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def process_exam(task: ExamTask) -> ExamOutcome:
+    """Run every stage of one exam into ``task.tmp_dir``. Never raises (bar interrupts)."""
+    from ceuspipe.batch.stages import resolve_stage
+
+    t0 = time.monotonic()
+    path = str(task.exam.path)
+    tmp = Path(task.tmp_dir)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        outputs: dict[str, Any] = {}
+        for stage in task.stages:
+            fn = resolve_stage(stage.function)
+            result = fn(task.exam, tmp, dict(stage.options))
+            outputs[stage.name] = _relativize(result or {}, tmp)
+        return ExamOutcome(path, True, outputs=outputs, seconds=time.monotonic() - t0)
+    except Exception as exc:  # noqa: BLE001 - one bad exam fails alone
+        log.debug("exam %s failed", path, exc_info=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return ExamOutcome(path, False, error=error_line(path, exc), seconds=time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------ executors
+
+
+def _crashed(task: ExamTask, why: str) -> ExamOutcome:
+    return ExamOutcome(str(task.exam.path), False, error=f"{task.exam.path}: worker process died ({why})")
+
+
+def _run_local(tasks: list[ExamTask]) -> Iterator[ExamOutcome]:
+    for task in tasks:
+        yield process_exam(task)
+
+
+def _run_loky(tasks: list[ExamTask], jobs: int) -> Iterator[ExamOutcome]:
+    """joblib's loky process pool. A worker that dies (segfault in a decoder, OOM kill)
+    breaks the pool: the exams caught in it are rerun one at a time in a fresh
+    one-worker pool, so only the exam that really kills its worker fails."""
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(max_workers=jobs, reuse=True)
+    futures = {executor.submit(process_exam, t): t for t in tasks}
+    suspects: list[ExamTask] = []
+    for fut in as_completed(futures):
+        try:
+            yield fut.result()
+        except Exception as exc:  # noqa: BLE001 - TerminatedWorkerError, BrokenProcessPool
+            suspects.append(futures[fut])
+            log.debug("worker pool broke: %s", exc)
+    for task in sorted(suspects, key=lambda t: t.tmp_dir):
+        log.warning("%s: a worker died; rerunning this exam alone", task.exam.path)
+        single = get_reusable_executor(max_workers=1, reuse=False)
+        try:
+            yield single.submit(process_exam, task).result()
+        except Exception as exc:  # noqa: BLE001
+            yield _crashed(task, exc.__class__.__name__)
+
+
+def _run_dask(tasks: list[ExamTask], address: str) -> Iterator[ExamOutcome]:
+    """Dask distributed: ``Client(address).map`` + ``as_completed``; the workers need
+    ceuspipe installed and the inbox and output root at the same paths."""
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise CeuspipeError("--scheduler needs dask distributed: pip install 'ceuspipe[cluster]'") from None
+    try:
+        client = Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise CeuspipeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    try:
+        futures = client.map(process_exam, tasks, pure=False)
+        owner = {f.key: t for f, t in zip(futures, tasks)}
+        for fut in dask_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection...
+                yield _crashed(owner[fut.key], f"{exc.__class__.__name__}: {exc}")
+            fut.release()
+    finally:
+        client.close()
+
+
+def iter_outcomes(tasks: list[ExamTask], *, jobs: int = 1, scheduler: str | None = None) -> Iterator[ExamOutcome]:
+    """Outcomes in completion order, from this process, a loky pool or a Dask cluster."""
+    if not tasks:
+        return iter(())
+    if scheduler:
+        return _run_dask(tasks, scheduler)
+    if jobs == -1:
+        jobs = os.cpu_count() or 1
+    if jobs <= 1 or len(tasks) == 1:
+        return _run_local(tasks)
+    return _run_loky(tasks, min(jobs, len(tasks)))
+
+
+# ------------------------------------------------------------------ coordinator
+
+
+@dataclass
+class RunReport:
+    """What one run did. ``failed``: ``(path, error line)``; ``deferred``: ``(path, why)``."""
+
+    run_id: int
+    out_root: Path
+    done: list[tuple[str, Path]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    deferred: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: int = 0
+    failed_not_retried: list[ExamRow] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed in this run, 1 otherwise."""
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.done)} done", f"{len(self.failed)} failed",
+                 f"{len(self.deferred)} deferred (still being copied)", f"{self.unchanged} unchanged"]
+        if self.failed_not_retried:
+            parts.append(f"{len(self.failed_not_retried)} failed earlier (not retried; --retry-failed)")
+        if self.recovered:
+            parts.append(f"{len(self.recovered)} recovered from a dead run")
+        return f"run {self.run_id} on {self.out_root}: " + ", ".join(parts) + f" in {self.seconds:.1f} s"
+
+
+def _install(tmp: Path, final: Path, trash: Path) -> None:
+    """Move the finished ``tmp`` to ``final``; an existing ``final`` is replaced only
+    after ``tmp`` is complete (rename away, rename in, delete the old one)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        trash.mkdir(parents=True, exist_ok=True)
+        old = trash / f"{final.parent.name}__{final.name}.{os.getpid()}.{time.time_ns()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_stale(state_dir: Path) -> None:
+    for name in ("tmp", "trash"):
+        d = state_dir / name
+        if d.exists():
+            log.info("removing leftovers of an earlier run: %s", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str | None = None,
+                 retry_failed: bool = False, settle_s: float | None = None,
+                 recheck_s: float | None = None, progress: bool = False) -> RunReport:
+    """Process the new and changed exams of ``pipeline.inbox`` into ``pipeline.output``.
+
+    ``jobs``/``scheduler``/``settle_s``/``recheck_s`` (seconds) override the pipeline
+    file. Raises :class:`~ceuspipe.batch.lock.LockHeld` at once when another run
+    holds the output root; per-exam failures are in the report, not raised.
+    """
+    from tqdm import tqdm
+
+    t0 = time.monotonic()
+    out = pipeline.output
+    jobs = pipeline.jobs if jobs is None else jobs
+    scheduler = pipeline.scheduler if scheduler is None else (scheduler or None)
+    settle_s = pipeline.settle_s if settle_s is None else settle_s
+    recheck_s = pipeline.recheck_s if recheck_s is None else recheck_s
+    state = out / ".ceuspipe"
+    shash = pipeline.stages_hash
+
+    with OutputLock(out), Ledger(out) as ledger:
+        # We hold the lock, so anything still "running" belongs to a dead run.
+        recovered = ledger.recover_interrupted()
+        for row in recovered:
+            log.warning("%s: interrupted in run %s (died); will redo", row.path, row.run_id)
+        _clean_stale(state)
+        run_id = ledger.start_run(str(pipeline.path), shash)
+        report = RunReport(run_id, out, recovered=[r.path for r in recovered])
+        rows = ledger.all()
+        found = discover(pipeline.inbox, rows, settle_s=settle_s, recheck_s=recheck_s,
+                         retry_failed=retry_failed)
+        for path, size, mtime in found.restamped:
+            ledger.touch(path, size, mtime)
+        for path, why in found.deferred:
+            log.info("deferred %s: %s", path, why)
+        report.deferred = found.deferred
+        report.unchanged = found.unchanged
+        report.failed_not_retried = found.failed_not_retried
+
+        # Exams that repeatedly killed their run, and output-folder collisions, fail here.
+        todo, claimed = [], {}
+        for cand in found.todo:
+            exam, path = cand.exam, str(cand.exam.path)
+            row = rows.get(path)
+            key = (exam.patient_id, exam.exam_id)
+            owner = claimed.get(key) or ledger.owner_of(*key)
+            problem = None
+            if row is not None and row.interrupted >= MAX_INTERRUPTED and cand.reason == "interrupted":
+                problem = f"{path}: interrupted {row.interrupted} times (does it crash the run?); " \
+                          "use --retry-failed to try again"
+            elif owner is not None and owner != path:
+                problem = f"{path}: output folder {exam.patient_id}/{exam.exam_id} already holds {owner}"
+            if problem:
+                ledger.mark_running([(exam, cand.size, cand.mtime, cand.sha256)], run_id, shash)
+                ledger.mark_failed(path, problem)
+                report.failed.append((path, problem))
+                log.error("FAILED %s", problem)
+                continue
+            claimed[key] = path
+            todo.append(cand)
+
+        tmp_root = state / "tmp" / f"run{run_id}"
+        tasks = [ExamTask(c.exam, str(tmp_root / f"{i:06d}"), pipeline.stages) for i, c in enumerate(todo)]
+        by_path = {str(c.exam.path): c for c in todo}
+        task_of = {str(t.exam.path): t for t in tasks}
+        ledger.mark_running([(c.exam, c.size, c.mtime, c.sha256) for c in todo], run_id, shash)
+        if todo:
+            log.info("run %d: %d exam(s) to process (%s)", run_id, len(todo),
+                     f"Dask at {scheduler}" if scheduler else f"{jobs} job(s)")
+
+        bar = tqdm(total=len(tasks), unit="exam", desc="exams", disable=not progress)
+        n = 0
+        for outcome in iter_outcomes(tasks, jobs=jobs, scheduler=scheduler):
+            n += 1
+            bar.update(1)
+            cand = by_path[outcome.path]
+            exam = cand.exam
+            final = out / exam.patient_id / exam.exam_id
+            if outcome.ok:
+                try:
+                    tmp = Path(task_of[outcome.path].tmp_dir)
+                    record = {"source": outcome.path, "sha256": cand.sha256, "size": cand.size,
+                              "patient_id": exam.patient_id, "exam_id": exam.exam_id, "run_id": run_id,
+                              "pipeline": str(pipeline.path), "stages_hash": shash,
+                              "stages": [s.name for s in pipeline.stages], "outputs": outcome.outputs}
+                    (tmp / EXAM_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                    _install(tmp, final, state / "trash")
+                except OSError as exc:
+                    outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc))
+            if outcome.ok:
+                ledger.mark_done(outcome.path, {"dir": f"{exam.patient_id}/{exam.exam_id}",
+                                                "stages": outcome.outputs})
+                report.done.append((outcome.path, final))
+                log.info("[%d/%d] done %s/%s in %.1f s (%s)", n, len(tasks), exam.patient_id,
+                         exam.exam_id, outcome.seconds, outcome.path)
+            else:
+                ledger.mark_failed(outcome.path, outcome.error)
+                report.failed.append((outcome.path, outcome.error))
+                log.error("[%d/%d] FAILED %s", n, len(tasks), outcome.error)
+        bar.close()
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        for leftover in (tmp_root.parent, state / "trash"):
+            with contextlib.suppress(OSError):
+                leftover.rmdir()  # only when empty
+
+        if report.done and any(s.function == "keyframes" for s in pipeline.stages):
+            from ceuspipe.keyframes_run import write_manifest
+
+            write_manifest(out)
+        report.failed.sort()
+        report.seconds = time.monotonic() - t0
+        ledger.finish_run(run_id, done=len(report.done), failed=len(report.failed),
+                          deferred=len(report.deferred), unchanged=report.unchanged)
+        log.info("%s", report.summary())
+        return report
+
+
+def format_failures(failures: Iterable[tuple[str, str]]) -> list[str]:
+    """``FAILED PATH: problem`` lines for a summary."""
+    return [f"FAILED {error}" for _, error in failures]
