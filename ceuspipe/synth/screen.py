@@ -67,9 +67,15 @@ def make_geometry(width: int, height: int, ceus_side: str, panel_size: int | Non
     return ScreenGeometry(PanelLayout(ceus, us, width, height), s, ruler_gap, tick_len, depth_cm)
 
 
+def clear_margin(height: int) -> int:
+    """Pixels kept black around each panel (no text or graphics there)."""
+    return max(3, int(round(0.012 * height)))
+
+
 def _blank_panels(img: np.ndarray, layout: PanelLayout) -> None:
+    m = clear_margin(layout.frame_height)
     for b in (layout.ceus, layout.us):
-        img[max(0, b.y - 1): b.y + b.h + 1, max(0, b.x - 1): b.x + b.w + 1] = 0
+        img[max(0, b.y - m): b.y + b.h + m, max(0, b.x - m): b.x + b.w + m] = 0
 
 
 def _font_scale(geom: ScreenGeometry) -> float:
@@ -88,7 +94,9 @@ def render_static(geom: ScreenGeometry, header_lines: tuple[str, str], footer: s
     fs = _font_scale(geom)
     th = cv2.getTextSize("Ag", _FONT, fs, 1)[0][1]
     # header: two lines in the band above the panels
-    line_y = (max(th + 1, int(top * 0.42)), max(2 * th + 3, int(top * 0.85)))
+    base = cv2.getTextSize("Ag", _FONT, fs, 1)[1]
+    line2 = top - clear_margin(h) - base - 1
+    line_y = (max(th + 1, min(int(top * 0.42), line2 - th - 3)), line2)
     for text, yy in zip(header_lines, line_y):
         cv2.putText(img, text, (lay.ceus.x if lay.ceus.x < lay.us.x else lay.us.x, yy), _FONT, fs,
                     (225, 225, 225), 1, cv2.LINE_AA)
@@ -131,7 +139,7 @@ class TimerOverlay:
         x1 = right_box.x + right_box.w
         self.x0 = max(0, x1 - tw - 2)
         self.y0 = max(0, int(lay.ceus.y * 0.42) - th - 2)
-        self.y1 = min(lay.ceus.y - 1, self.y0 + th + base + 3)
+        self.y1 = min(lay.ceus.y - clear_margin(geom.height), self.y0 + th + base + 3)
         self.x1 = x1
         self._second: int | None = None
         self._patch: np.ndarray | None = None
