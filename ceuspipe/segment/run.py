@@ -253,9 +253,14 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
             layout=stats["layout"], checkpoint=Path(checkpoint), model_config=spec.config)
         meta = _metadata(report, config, threshold)
-        report.tic = _write_tic(tmp, stats["rows"], meta, config)
+        report.tic = _write_tic(tmp, stats["tic"], meta, config)
         report.wall_s = time.perf_counter() - t_start
-        summary = {**meta, **report.to_dict(), "threshold": threshold,
+        tic = report.tic
+        tic_short = {"success": tic.get("success"), "reason": tic.get("reason"), "model": tic.get("model"),
+                     "qof_percent": tic.get("qof_percent"),
+                     "parameters": {k: (v or {}).get("value") for k, v in (tic.get("parameters") or {}).items()
+                                    if not k.startswith("fit_")}}
+        summary = {**meta, **report.to_dict(), "tic": tic_short, "threshold": threshold,
                    "temporal_smoothing": config.temporal_smoothing,
                    "sample_fps": config.sample_fps,
                    "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png"]}
@@ -308,7 +313,9 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             threshold: float, fps_hint: float, progress: bool) -> dict:
     from tqdm import tqdm
 
-    from ceuspipe.tic.linearize import lut
+    import cv2
+
+    from ceuspipe.tic import TicAccumulator
     from ceuspipe.video.layout import resolve_layout
     from ceuspipe.video.reader import iter_frames
     from ceuspipe.video.writer import VideoWriter
@@ -320,7 +327,6 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     layout_box: dict[str, PanelLayout] = {}
     layout_ready = threading.Event()
     sampler = _Sampler(config.sample_fps)
-    table = lut(config.dynamic_range_db)
 
     def items(frames, layout: PanelLayout) -> Iterator[_Item]:
         for f in frames:
@@ -365,7 +371,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         layout_ready.set()
         return layout
 
-    rows: list[tuple] = []
+    acc = TicAccumulator(config.dynamic_range_db)
     writers: dict[str, VideoWriter] = {}
 
     def encode() -> None:
@@ -389,7 +395,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             writers["overlay"].write(ov, item.time_s)
-            rows.append(_frame_scalars(item, crop(item.image, ceus), mask, table))
+            gray = cv2.cvtColor(np.ascontiguousarray(crop(item.image, ceus)), cv2.COLOR_RGB2GRAY)
+            acc.add(item.index, item.time_s, gray, mask)
 
     decoder = _Worker(decode, "ceuspipe-decode")
     encoder = _Worker(encode, "ceuspipe-encode")
@@ -440,32 +447,19 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     finally:
         bar.close()
     stream_s = time.perf_counter() - t0
-    if not rows:
+    if len(acc) == 0:
         raise InputError(clip, "no frames were segmented")
-    return {"frames": len(rows), "decoded": sampler.decoded, "duration_s": rows[-1][1],
-            "layout": layout_box["layout"], "rows": rows, "stream_s": stream_s}
-
-
-def _frame_scalars(item: _Item, ceus_rgb: np.ndarray, mask: np.ndarray, table: np.ndarray) -> tuple:
-    """``(index, time_s, area_px, mean_gray, mean_linear, panel_mean_gray)`` of one frame."""
-    import cv2
-
-    gray = cv2.cvtColor(np.ascontiguousarray(ceus_rgb), cv2.COLOR_RGB2GRAY)
-    inside = gray[mask != 0]
-    area = int(inside.size)
-    if area:
-        hist = np.bincount(inside, minlength=256)
-        mean_gray = float(hist @ np.arange(256) / area)
-        mean_lin = float(hist @ table / area)
-    else:
-        mean_gray = mean_lin = float("nan")
-    return (item.index, item.time_s, area, mean_gray, mean_lin, float(gray.mean(dtype=np.float64)))
+    return {"frames": len(acc), "decoded": sampler.decoded, "duration_s": float(acc.arrays()["time_s"][-1]),
+            "layout": layout_box["layout"], "tic": acc, "stream_s": stream_s}
 
 
 # --------------------------------------------------------------------------- TIC
 
 
-def _write_tic(tmp: Path, rows: list[tuple], meta: dict, config: SegmentConfig) -> dict:
-    from ceuspipe.segment.tic_out import write_tic_outputs
+def _write_tic(tmp: Path, acc, meta: dict, config: SegmentConfig) -> dict:
+    """Fit the curve and write ``tic.csv``, ``tic.json`` (with ``meta``), ``tic.png``."""
+    from ceuspipe.tic import write_tic_outputs
 
-    return write_tic_outputs(tmp, rows, meta, model=config.tic_model)
+    result = acc.result(model=config.tic_model)
+    write_tic_outputs(result, tmp, source=meta["source"], extra=meta)
+    return result.to_json_dict()

@@ -1,0 +1,314 @@
+"""segment-video: streamed masks, overlay, TIC outputs, default model, atomic output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ceuspipe.errors import InputError, OutputError
+from ceuspipe.model import build_model
+from ceuspipe.segment import SegmentConfig, default_out_dir, segment_video
+from ceuspipe.segment.defaults import ENV_VAR, default_model
+from ceuspipe.segment.overlay import overlay_frame
+from ceuspipe.segment.temporal import TemporalMedian
+from ceuspipe.train.checkpoint import save_checkpoint
+from ceuspipe.video.panels import Box, PanelLayout
+from ceuspipe.video.reader import iter_frames
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial batch-norm statistics so the untrained model's output depends on the input."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    model.eval()
+    # Centre the logits on panel-like inputs so that about half the pixels are "lesion".
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
+    x = torch.rand(2, 1, 64, 64, generator=g) * 0.5
+    with torch.no_grad():
+        head.bias -= torch.median(model(x, x))
+    return model
+
+
+def tiny_checkpoint(path: Path, *, size: int = 64, seed: int = 0, model=None) -> Path:
+    torch.manual_seed(seed)
+    model = model if model is not None else _randomise(build_model("full", 0.125), seed)
+    config = {"variant": "full", "width": 0.125, "size": size, "threshold": 0.5}
+    save_checkpoint(path, {"config": config, "model": model.state_dict(), "epoch": 0})
+    return path
+
+
+def phantom_clip(folder: Path, *, seed: int = 1, duration_s: float = 4.0, fps: float = 8.0, **kw):
+    from ceuspipe.synth import PhantomConfig, generate_exam
+
+    clip = folder / f"P{seed:03d}" / "exam1.mp4"
+    truth = generate_exam(clip, None, PhantomConfig(duration_s=duration_s, fps=fps, width=320,
+                                                    height=180, **kw), seed=seed)
+    return clip, truth
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    clip, truth = phantom_clip(root)
+    ckpt = tiny_checkpoint(root / "tiny.pt")
+    layout = PanelLayout.from_dict(truth["layout"])
+    return {"root": root, "clip": clip, "truth": truth, "ckpt": ckpt, "layout": layout,
+            "cache": root / "cache"}
+
+
+def _config(env, **kw) -> SegmentConfig:
+    lay = env["layout"]
+    return SegmentConfig(ceus_box=lay.ceus, us_box=lay.us, cache_dir=str(env["cache"]), **kw)
+
+
+@pytest.fixture(scope="module")
+def run(env):
+    out = env["root"] / "out_default"
+    report = segment_video(env["clip"], env["ckpt"], out, _config(env, batch_size=5))
+    return report, out
+
+
+def _frames(path):
+    return [(f.time_s, f.image) for f in iter_frames(path)]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_outputs_present_and_report(env, run):
+    report, out = run
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["mask.mkv", "overlay.mp4", "segment.json", "tic.csv", "tic.json", "tic.png"]
+    n = env["truth"]["n_frames"]
+    assert report.frames == n == report.frames_decoded
+    assert report.engine == "onnx" and report.device == "cpu"
+    seg = json.loads((out / "segment.json").read_text())
+    assert seg["frames"] == n and seg["engine"] == "onnx" and seg["fps"] > 0
+    assert seg["layout"] == env["layout"].to_dict()
+    # no temporary folders left beside the output
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_mask_video_is_binary_at_ceus_size_with_clip_times(env, run):
+    _, out = run
+    clip_times = [t for t, _ in _frames(env["clip"])]
+    masks = _frames(out / "mask.mkv")
+    assert len(masks) == len(clip_times)
+    np.testing.assert_allclose([t for t, _ in masks], clip_times, atol=1e-4)
+    lay = env["layout"]
+    values = set()
+    for _, img in masks:
+        assert img.shape[:2] == (lay.ceus.h, lay.ceus.w)
+        values |= set(np.unique(img).tolist())
+    assert values <= {0, 255}
+    assert values == {0, 255}, "the randomised tiny model should give a partial mask"
+
+
+def test_overlay_black_outside_panels_and_times(env, run):
+    _, out = run
+    src = _frames(env["clip"])
+    ov = _frames(out / "overlay.mp4")
+    assert len(ov) == len(src)
+    np.testing.assert_allclose([t for t, _ in ov], [t for t, _ in src], atol=1e-4)
+    lay = env["layout"]
+    outside = np.ones(src[0][1].shape[:2], bool)
+    for b in (lay.ceus, lay.us):  # H.264 blurs panel edges: keep a 4 px margin
+        outside[max(0, b.y - 4):b.y + b.h + 4, max(0, b.x - 4):b.x + b.w + 4] = False
+    assert src[0][1][outside].max() > 100, "phantom has screen text outside the panels"
+    for _, img in ov:
+        assert img[outside].max() <= 12
+    # inside the US panel, away from the drawn contour, the overlay matches the source
+    b = lay.us
+    diff = np.abs(ov[5][1][b.y:b.y + b.h, b.x:b.x + b.w].astype(int)
+                  - src[5][1][b.y:b.y + b.h, b.x:b.x + b.w].astype(int))
+    assert np.median(diff) <= 4
+
+
+def test_tic_outputs(env, run):
+    report, out = run
+    lines = (out / "tic.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    for col in ("frame_index", "time_s", "area_px", "mean_gray", "mean_linear"):
+        assert col in header
+    assert len(lines) - 1 == report.frames
+    doc = json.loads((out / "tic.json").read_text())
+    extra = doc["extra"]
+    assert doc["source"] == str(env["clip"])
+    assert extra["model_checkpoint"] == str(env["ckpt"].resolve())
+    assert extra["model_config"]["width"] == 0.125
+    assert extra["dynamic_range_db"] == 60.0
+    assert extra["layout"] == env["layout"].to_dict()
+    assert {"ceuspipe", "torch", "onnxruntime"} <= set(extra["versions"])
+    assert (out / "tic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_fps_and_torch_engine_agree_with_onnx(env, run):
+    _, out_all = run
+    out = env["root"] / "out_torch_2fps"
+    rep = segment_video(env["clip"], env["ckpt"], out,
+                        _config(env, sample_fps=2.0, engine="torch", batch_size=3))
+    assert rep.engine == "torch"
+    got = _frames(out / "mask.mkv")
+    assert len(got) == 8  # 4 s at 2 fps
+    np.testing.assert_allclose([t for t, _ in got], np.arange(8) / 2, atol=1e-3)
+    assert rep.frames_decoded == env["truth"]["n_frames"]
+    # the same frames from the every-frame ONNX run: masks agree (numerics ~1e-6)
+    all_masks = {round(t, 3): img for t, img in _frames(out_all / "mask.mkv")}
+    for t, img in got:
+        ref = all_masks[round(t, 3)]
+        assert np.mean(img != ref) < 1e-3
+
+
+def test_existing_output_refused_then_overwritten(env, run):
+    _, out = run
+    with pytest.raises(OutputError):
+        segment_video(env["clip"], env["ckpt"], out, _config(env))
+
+
+def test_default_out_dir_beside_clip(tmp_path):
+    assert default_out_dir(tmp_path / "a b.mp4") == tmp_path / "a_b.ceuspipe"
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_corrupt_clip_leaves_nothing(env, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(os.urandom(4096))
+    with pytest.raises(InputError) as err:
+        segment_video(bad, env["ckpt"], None, _config(env))
+    assert "bad.mp4" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
+def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
+    import ceuspipe.segment.run as run_mod
+
+    real = run_mod.make_predictor
+    calls = {"n": 0}
+
+    def failing(*a, **kw):
+        pred = real(*a, **kw)
+
+        class Boom:
+            engine, device, size = pred.engine, pred.device, pred.size
+
+            def __call__(self, c, u):
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    raise RuntimeError("inference failed")
+                return pred(c, u)
+        return Boom()
+
+    monkeypatch.setattr(run_mod, "make_predictor", failing)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="inference failed"):
+        segment_video(env["clip"], env["ckpt"], out, _config(env, batch_size=4))
+    assert calls["n"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint(env, tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        segment_video(env["clip"], tmp_path / "none.pt", tmp_path / "o", _config(env))
+    assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- default model
+
+
+def test_default_model_env_then_config_then_error(tmp_path):
+    cfg_home = tmp_path / "xdg"
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(cfg_home)}
+    with pytest.raises(InputError) as err:
+        default_model(env)
+    msg = str(err.value)
+    assert "\n" not in msg and "--model" in msg and ENV_VAR in msg and "config.toml" in msg
+    (cfg_home / "ceuspipe").mkdir(parents=True)
+    (cfg_home / "ceuspipe" / "config.toml").write_text('[segment]\nmodel = "models/m.pt"\n')
+    assert default_model(env) == cfg_home / "ceuspipe" / "models" / "m.pt"
+    assert default_model({**env, ENV_VAR: "/x/env.pt"}) == Path("/x/env.pt")
+    # without XDG_CONFIG_HOME: ~/.config
+    home_cfg = tmp_path / "home" / ".config" / "ceuspipe"
+    home_cfg.mkdir(parents=True)
+    (home_cfg / "config.toml").write_text('[segment]\nmodel = "/abs/h.pt"\n')
+    assert default_model({"HOME": str(tmp_path / "home")}) == Path("/abs/h.pt")
+    (home_cfg / "config.toml").write_text('[segment\nmodel=')
+    with pytest.raises(InputError, match="config.toml"):
+        default_model({"HOME": str(tmp_path / "home")})
+
+
+def test_cli_uses_env_model_and_reports_missing_model(env, tmp_path, monkeypatch):
+    from ceuspipe.cli import main
+
+    lay = env["layout"]
+    boxes = ["--ceus-box", ",".join(map(str, lay.ceus.as_list())),
+             "--us-box", ",".join(map(str, lay.us.as_list()))]
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "nocfg"))
+    monkeypatch.setenv("CEUSPIPE_CACHE_DIR", str(env["cache"]))
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    runner = CliRunner()
+    res = runner.invoke(main, ["segment-video", str(env["clip"]), "-o", str(tmp_path / "o1"), *boxes])
+    assert res.exit_code == 1
+    assert res.output.strip().count("\n") == 0 and "no model given" in res.output
+    assert not (tmp_path / "o1").exists()
+    monkeypatch.setenv(ENV_VAR, str(env["ckpt"]))
+    res = runner.invoke(main, ["segment-video", str(env["clip"]), "-o", str(tmp_path / "o2"),
+                               "--sample-fps", "1", "--temporal-smoothing", "3", *boxes])
+    assert res.exit_code == 0, res.output
+    assert "4 frames" in res.output
+    seg = json.loads((tmp_path / "o2" / "segment.json").read_text())
+    assert seg["model_checkpoint"] == str(env["ckpt"].resolve()) and seg["temporal_smoothing"] == 3
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_overlay_frame_contour_mirrored_and_clipped():
+    layout = PanelLayout(ceus=Box(10, 20, 100, 80), us=Box(130, 20, 50, 40), frame_width=200, frame_height=120)
+    frame = np.full((120, 200, 3), 90, np.uint8)
+    mask = np.zeros((80, 100), np.uint8)
+    mask[20:60, 30:70] = 1
+    mask[0:10, 0:100] = 1  # touches the panel edge: drawing must stay inside
+    out = overlay_frame(frame, mask, layout, thickness=3)
+    inside = np.zeros((120, 200), bool)
+    for b in (layout.ceus, layout.us):
+        inside[b.y:b.y + b.h, b.x:b.x + b.w] = True
+    assert out[~inside].max() == 0
+    changed = np.any(out != 90, axis=2) & inside
+    ceus_pts = np.argwhere(changed[20:100, 10:110])
+    us_pts = np.argwhere(changed[20:60, 130:180])
+    assert len(ceus_pts) and len(us_pts)
+    # the US contour of the square sits at half the CEUS coordinates (panel ratio 0.5)
+    sq_c = ceus_pts[(ceus_pts[:, 0] > 15)]
+    sq_u = us_pts[(us_pts[:, 0] > 8)]
+    np.testing.assert_allclose(sq_u.mean(0), sq_c.mean(0) * 0.5, atol=1.5)
+
+
+def test_temporal_median_window_and_bounded_memory():
+    vals = [0, 0, 1, 0, 0, 5, 5, 5, 0, 5]
+    sm = TemporalMedian(3)
+    out = []
+    for i, v in enumerate(vals):
+        out += list(sm.push(i, np.full((2, 2), v, np.float32)))
+        assert len(sm._probs) <= 3
+    out += list(sm.flush())
+    assert [i for i, _ in out] == list(range(10))
+    assert [float(p[0, 0]) for _, p in out] == [0, 0, 0, 0, 0, 5, 5, 5, 5, 2.5]
+    off = TemporalMedian(0)
+    assert [i for i, _ in off.push(7, np.zeros((2, 2)))] == [7] and list(off.flush()) == []
