@@ -17,7 +17,7 @@ import scipy
 import ceuspipe
 from ceuspipe.errors import InputError
 from ceuspipe.tic.fit import fit_curve
-from ceuspipe.tic.flags import FLAG_NAMES, frame_flags
+from ceuspipe.tic.flags import FLAG_NAMES, confirm_jumps, frame_flags
 from ceuspipe.tic.models import get_model
 from ceuspipe.tic.parameters import Parameter, empty_parameters, perfusion_parameters
 
@@ -178,6 +178,14 @@ def analyse_curve(
     if tf.size > 1 and np.any(np.diff(tf) < 0):
         res.reason = "frame times decrease: times_s must be in presentation order"
         return res
+    if flags["jump"].any():
+        # The running median is biased at sharp, coarsely sampled peaks: keep only the
+        # candidates that are still outliers against a fit that includes them.
+        with_cands = ~res.excluded | flags["jump"]
+        trial = fit_curve(t[with_cands], y[with_cands], model, min_qof=min_qof, min_snr=min_snr)
+        if trial.params:
+            with np.errstate(all="ignore"):
+                flags["jump"] = confirm_jumps(y, trial.predict(t), flags["jump"], with_cands)
     used = ~res.excluded
     fit = fit_curve(t[used], y[used], model, min_qof=min_qof, min_snr=min_snr)
     res.reason = fit.reason

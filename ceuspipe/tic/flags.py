@@ -5,12 +5,15 @@ Flags (boolean arrays, one entry per frame):
 * ``empty_mask``  the ROI value is NaN (empty mask, missing frame) or its time is not finite;
 * ``user``        excluded by the caller;
 * ``flash``       a flash (high-MI burst): the signal jumps far above its running
-                  median for a few frames (at most ``window // 2`` in a row);
+                  median (window >= 3 s and >= 11 frames) for at most 1 s (and at
+                  least 2 frames), with a sudden rise and a sudden fall;
 * ``destruction`` frames after a flash that destroyed the bubbles: the level right
                   after the flash is below half the pre-flash enhancement. The bolus
                   model no longer describes these frames (they are a replenishment
                   curve), so every later frame is flagged;
-* ``jump``        isolated outliers of the ROI value against its running median.
+* ``jump``        isolated outliers of the ROI value against its running median
+                  (:func:`detect_jumps`), confirmed against a bolus fit that includes
+                  them (:func:`confirm_jumps`, done by :func:`~ceuspipe.tic.analyse.analyse_curve`).
 
 Flash and destruction are detected on ``panel_means`` (mean grey level of the whole
 CEUS panel, brightened everywhere by a flash) when given, otherwise on the ROI
@@ -25,7 +28,7 @@ import warnings
 import numpy as np
 
 __all__ = ["FLAG_NAMES", "running_median", "noise_level", "detect_flash", "detect_destruction",
-           "detect_jumps", "frame_flags"]
+           "detect_jumps", "confirm_jumps", "frame_flags"]
 
 FLAG_NAMES = ("empty_mask", "user", "flash", "destruction", "jump")
 
@@ -77,14 +80,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
-def detect_flash(signal: np.ndarray, *, window: int = 11, k: float = 8.0, min_rel_rise: float = 0.25) -> np.ndarray:
+def detect_flash(signal: np.ndarray, *, window: int = 11, max_len: int | None = None, k: float = 8.0,
+                 min_rel_rise: float = 0.25) -> np.ndarray:
     """Frames of a flash in ``signal`` ``(N,)`` (panel mean grey or ROI value); ``(N,) bool``.
 
-    A frame is a flash when ``signal - running_median(signal, window)`` exceeds both
-    ``k`` times the robust noise level and ``min_rel_rise`` times the signal's
-    robust range (1st to 99th percentile of the running median). Only upward
-    excursions of at most ``window // 2`` frames qualify, so the bolus itself,
-    however steep, is never a flash.
+    Candidates are frames where ``signal - running_median(signal, window)`` exceeds
+    ``thr = max(k * noise, min_rel_rise * range)`` (robust noise level, and the 1st
+    to 99th percentile range of the running median). A run of candidates is a
+    flash only when it lasts at most ``max_len`` frames (default ``window // 2``) and both its edges are
+    sudden: its first frame is at least ``thr / 2`` above the valid frame before
+    it and its last frame at least ``thr / 2`` above the valid frame after it. A
+    bolus, however steep, rises over several frames and falls more slowly still,
+    so it is not a flash unless it is sampled at about one frame per rise time.
     """
     x = np.asarray(signal, dtype=np.float64)
     out = np.zeros(x.shape, dtype=bool)
@@ -93,9 +100,18 @@ def detect_flash(signal: np.ndarray, *, window: int = 11, k: float = 8.0, min_re
     base = running_median(x, window)
     r = x - base
     s = noise_level(x)
-    rng = _range(base)
-    thr = max(k * s, min_rel_rise * rng, 1e-9 * max(float(np.nanmax(np.abs(x))), 1e-300))
-    out = np.isfinite(r) & (r > thr)
+    thr = max(k * s, min_rel_rise * _range(base), 1e-9 * max(float(np.nanmax(np.abs(x))), 1e-300))
+    cand = np.isfinite(r) & (r > thr)
+    valid = np.flatnonzero(np.isfinite(x))
+    for a, b in _runs(cand):
+        if b - a + 1 > (window // 2 if max_len is None else max(1, min(max_len, window // 2))):
+            continue
+        before = valid[valid < a]
+        after = valid[valid > b]
+        rise = x[a] - x[before[-1]] if before.size else np.inf
+        fall = x[b] - x[after[0]] if after.size else np.inf
+        if rise > thr / 2 and fall > thr / 2:
+            out[a:b + 1] = True
     return out
 
 
@@ -132,34 +148,76 @@ def detect_destruction(
     return out
 
 
-def detect_jumps(values: np.ndarray, *, window: int = 7, k: float = 6.0, min_rel: float = 0.03) -> np.ndarray:
+def detect_jumps(values: np.ndarray, *, window: int = 5, k: float = 6.0, min_rel: float = 0.05) -> np.ndarray:
     """Isolated outliers of ``values`` ``(N,)`` (NaN frames skipped); ``(N,) bool``.
 
-    On the finite values in order, a frame is a jump when
-    ``|x - running_median(x, window)|`` exceeds ``k`` times a local noise scale and
-    ``min_rel`` times the curve's robust range (so a noise-free curve's curvature at
-    the peak is never a jump). The local scale comes from second differences
-    ``e = x[i] - (x[i-1] + x[i+1]) / 2`` (SD = 1.22 x noise SD, blind to slopes):
-    1.4826 * running median of ``|e|`` over ``2*window+1`` frames / 1.22, at least
-    half of the same statistic over the whole curve.
+    On the finite values in order, a frame is a jump when its residual
+    ``r = x - running_median(x, window)`` exceeds both ``min_rel`` times the
+    curve's robust range (so the curvature of a noise-free peak is never a jump)
+    and ``k`` times a noise scale that grows with the level, as speckle noise
+    does: ``s_i = c * (|median_i| + d)``, with ``d`` 2% of the range and ``c`` the
+    robust SD (1.4826 * MAD / 1.22) of the level-normalised second differences
+    ``(x[i] - (x[i-1] + x[i+1]) / 2) / (|median_i| + d)`` over the whole curve.
     """
     x = np.asarray(values, dtype=np.float64)
     out = np.zeros(x.shape, dtype=bool)
     idx = np.flatnonzero(np.isfinite(x))
-    if idx.size < window + 2:
+    if idx.size < window + 4:
         return out
     v = x[idx]
     base = running_median(v, window)
-    ar = np.abs(v - base)
-    e = np.empty_like(v)
-    e[1:-1] = v[1:-1] - 0.5 * (v[:-2] + v[2:])
-    e[0], e[-1] = e[1], e[-2]
-    ae = np.abs(e) / np.sqrt(1.5)
-    s_glob = 1.4826 * float(np.median(ae))
-    s = np.maximum(1.4826 * running_median(ae, 2 * window + 1), 0.5 * s_glob)
-    thr = np.maximum(k * s, min_rel * _range(base))
-    out[idx] = (ar > thr) & (thr > 0)
+    rng = _range(base)
+    if not rng > 0:
+        return out
+    level = np.abs(base) + 0.02 * rng
+    e = v[1:-1] - 0.5 * (v[:-2] + v[2:])
+    z = e / level[1:-1]
+    c = 1.4826 * float(np.median(np.abs(z - np.median(z)))) / np.sqrt(1.5)
+    thr = np.maximum(k * c * level, min_rel * rng)
+    out[idx] = np.abs(v - base) > thr
     return out
+
+
+def confirm_jumps(values: np.ndarray, fitted: np.ndarray, candidates: np.ndarray, used: np.ndarray, *,
+                  k: float = 6.0, min_rel: float = 0.05) -> np.ndarray:
+    """Keep the jump ``candidates`` that are also outliers against a bolus fit; ``(N,) bool``.
+
+    ``values``, ``fitted`` (the model fitted to the ``used`` frames, candidates
+    included, so a sharp peak is not extrapolated), ``candidates`` and ``used`` are
+    ``(N,)``. The running median is biased
+    at a sharp, coarsely sampled peak; the fitted model is not, so a candidate
+    stays a jump only when ``|values - fitted|`` exceeds ``min_rel`` times the
+    fitted curve's range and ``k`` times the level-scaled robust SD of the fit
+    residuals of the ``used`` frames (same scale model as :func:`detect_jumps`).
+    """
+    y = np.asarray(values, dtype=np.float64)
+    f = np.asarray(fitted, dtype=np.float64)
+    cand = np.asarray(candidates, dtype=bool) & np.isfinite(f) & np.isfinite(y)
+    used = np.asarray(used, dtype=bool) & np.isfinite(f) & np.isfinite(y)
+    if not cand.any() or np.count_nonzero(used) < 5:
+        return np.asarray(candidates, dtype=bool).copy()
+    rng = _range(f[used])
+    if not rng > 0:
+        return np.asarray(candidates, dtype=bool).copy()
+    level = np.abs(f) + 0.02 * rng
+    z = (y - f)[used] / level[used]
+    c = 1.4826 * float(np.median(np.abs(z - np.median(z))))
+    thr = np.maximum(k * c * level, min_rel * rng)
+    return cand & (np.abs(y - f) > thr)
+
+
+def _flash_window(times_s) -> tuple[int, int]:
+    """Running-median window (frames, odd) spanning at least 3 s and 11 frames, and the
+    longest flash in frames: 1 s, at least 2 frames (2 without times)."""
+    if times_s is None:
+        return 11, 2
+    t = np.asarray(times_s, dtype=np.float64)
+    dt = np.diff(t[np.isfinite(t)])
+    dt = dt[dt > 0]
+    if dt.size == 0:
+        return 11, 2
+    med = float(np.median(dt))
+    return int(min(max(11, int(np.ceil(3.0 / med))), 301)) | 1, max(2, int(round(1.0 / med)))
 
 
 def frame_flags(
@@ -190,7 +248,8 @@ def frame_flags(
     if flash:
         sig = x if panel_means is None else np.asarray(panel_means, dtype=np.float64).ravel()
         sig = np.where(user | (empty if panel_means is None else np.zeros(n, bool)), np.nan, sig)
-        f = detect_flash(sig)
+        window, max_len = _flash_window(times_s)
+        f = detect_flash(sig, window=window, max_len=max_len)
         d = detect_destruction(sig, f)
     if jumps:
         xj = np.where(empty | user | f | d, np.nan, x)
