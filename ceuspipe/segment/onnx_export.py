@@ -2,7 +2,8 @@
 
 The exported graph has two inputs, ``ceus`` and ``us``, each ``(B, 1, S, S)``
 float32 grey in ``[0, 1]`` (``S`` = the checkpoint's input size), and one output
-``logits`` ``(B, 1, S, S)`` float32; lesion probability is ``sigmoid(logits)``
+``logits`` ``(B, 1, S, S)`` float32 (the single-branch ablation variants
+``ceus_only``/``us_only`` keep only the input they use); lesion probability is ``sigmoid(logits)``
 and the mask is ``probability >= threshold``. ``B`` is a dynamic axis unless a
 fixed batch is asked for. The model's config (``variant``, ``width``, ``size``,
 ``threshold``...) is stored as JSON in the ONNX metadata key ``ceuspipe_config``.
@@ -122,10 +123,17 @@ def max_logit_difference(model, onnx_path: str | os.PathLike, size: int, *, batc
     fixed = sess.get_inputs()[0].shape[0]
     if isinstance(fixed, int):
         c, u = c[:fixed], u[:fixed]
-    (got,) = sess.run(["logits"], {"ceus": c, "us": u})
+    (got,) = sess.run(["logits"], feed_for(sess, c, u))
     with torch.inference_mode():
         want = model.eval()(torch.from_numpy(c), torch.from_numpy(u)).float().numpy()
     return float(np.max(np.abs(got - want)))
+
+
+def feed_for(session, ceus: np.ndarray, us: np.ndarray) -> dict[str, np.ndarray]:
+    """Input dict for an ONNX Runtime session: single-branch variants (``ceus_only``,
+    ``us_only``) export only the input they use."""
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in (("ceus", ceus), ("us", us)) if k in names}
 
 
 def cached_onnx(spec, *, cache_dir: str | os.PathLike | None = None) -> Path:

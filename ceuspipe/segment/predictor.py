@@ -171,6 +171,10 @@ class OnnxPredictor:
     def __init__(self, onnx_path: str | os.PathLike, size: int, *, threads: int | None = None):
         import onnxruntime as ort
 
+        from ceuspipe.segment.onnx_export import feed_for
+
+        self._feed_for = feed_for
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or cpu_cores()
         opts.inter_op_num_threads = 1
@@ -189,7 +193,7 @@ class OnnxPredictor:
         u = np.ascontiguousarray(us, dtype=np.float32)[:, None]
         if self.fixed_batch is not None and c.shape[0] != self.fixed_batch:
             return np.concatenate([self(ceus[i:i + 1], us[i:i + 1]) for i in range(len(ceus))])
-        (logits,) = self.session.run(["logits"], {"ceus": c, "us": u})
+        (logits,) = self.session.run(["logits"], self._feed_for(self.session, c, u))
         return sigmoid(logits[:, 0])
 
 

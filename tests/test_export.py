@@ -1,0 +1,111 @@
+"""ONNX export: numerics against PyTorch, dynamic/fixed batch, metadata, cache, CLI, auto engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ceuspipe.model import build_model
+from ceuspipe.segment.onnx_export import cached_onnx, export_checkpoint, feed_for
+from ceuspipe.segment.predictor import (OnnxPredictor, TorchPredictor, load_spec, make_predictor,
+                                        prepare_panel, probability_to_mask)
+from ceuspipe.train.checkpoint import save_checkpoint
+
+
+def _checkpoint(path, *, seed=0, size=64, variant="full"):
+    torch.manual_seed(seed)
+    model = build_model(variant, 0.125)
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():  # non-trivial statistics: outputs depend on the input
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    save_checkpoint(path, {"config": {"variant": variant, "width": 0.125, "size": size, "threshold": 0.5},
+                           "model": model.state_dict()})
+    return path
+
+
+def _inputs(n, size, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 1, size, size), dtype=np.float32), rng.random((n, 1, size, size), dtype=np.float32))
+
+
+@pytest.mark.parametrize("variant", ["full", "us_only"])
+def test_export_dynamic_batch_matches_torch(tmp_path, variant):
+    ckpt = _checkpoint(tmp_path / "m.pt", variant=variant)
+    rep = export_checkpoint(ckpt, tmp_path / "m.onnx")
+    assert rep.max_abs_diff <= 1e-4 and rep.batch is None
+    sess = ort.InferenceSession(str(rep.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == (["us"] if variant == "us_only" else ["ceus", "us"])
+    model = load_spec(ckpt).model
+    for n in (1, 3):
+        c, u = _inputs(n, 64, seed=n)
+        (got,) = sess.run(["logits"], feed_for(sess, c, u))
+        with torch.no_grad():
+            want = model(torch.from_numpy(c), torch.from_numpy(u)).numpy()
+        assert got.shape == (n, 1, 64, 64)
+        assert np.abs(got - want).max() <= 1e-4
+        assert want.std() > 1e-3  # the comparison is not between two constants
+    meta = {p.key: p.value for p in onnx.load(str(rep.path)).metadata_props}
+    assert json.loads(meta["ceuspipe_config"])["variant"] == variant
+
+
+def test_export_fixed_batch_and_cli(tmp_path):
+    from ceuspipe.cli import main
+
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    res = CliRunner().invoke(main, ["export", str(ckpt), str(tmp_path / "f.onnx"), "--batch", "4"])
+    assert res.exit_code == 0, res.output
+    assert "max |ONNX - PyTorch|" in res.output
+    sess = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [4, 1, 64, 64]
+    res = CliRunner().invoke(main, ["export", str(ckpt), str(tmp_path / "g.onnx"), "--batch", "x"])
+    assert res.exit_code == 2 and not (tmp_path / "g.onnx").exists()
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "missing.pt"), str(tmp_path / "h.onnx")])
+    assert res.exit_code == 1 and "missing.pt" in res.output and not (tmp_path / "h.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx", "m.pt"]  # no temp files
+
+
+def test_cache_keyed_by_checkpoint_and_reused(tmp_path):
+    a = load_spec(_checkpoint(tmp_path / "a.pt", seed=0))
+    b = load_spec(_checkpoint(tmp_path / "b.pt", seed=1))
+    pa = cached_onnx(a, cache_dir=tmp_path / "cache")
+    mtime = pa.stat().st_mtime_ns
+    assert cached_onnx(a, cache_dir=tmp_path / "cache") == pa and pa.stat().st_mtime_ns == mtime
+    pb = cached_onnx(b, cache_dir=tmp_path / "cache")
+    assert pb != pa and pb.is_file()
+    assert not [p for p in (tmp_path / "cache" / "onnx").iterdir() if p.name.startswith(".")]
+
+
+def test_auto_engine_on_cpu_is_onnx_and_agrees_with_torch(tmp_path):
+    spec = load_spec(_checkpoint(tmp_path / "m.pt"))
+    auto = make_predictor(spec, engine="auto", device="cpu", cache_dir=tmp_path / "cache")
+    assert isinstance(auto, OnnxPredictor)
+    torch_pred = make_predictor(spec, engine="torch", device="cpu")
+    assert isinstance(torch_pred, TorchPredictor)
+    rng = np.random.default_rng(0)
+    panels = rng.integers(0, 256, (5, 90, 120, 3), dtype=np.uint8)
+    c = np.stack([prepare_panel(p, 64) for p in panels])
+    u = np.stack([prepare_panel(p[::-1], 64) for p in panels])
+    assert c.shape == (5, 64, 64) and c.dtype == np.float32 and 0 <= c.min() and c.max() <= 1
+    pa, pt = auto(c, u), torch_pred(c, u)
+    assert pa.shape == (5, 64, 64) and np.abs(pa - pt).max() <= 1e-5
+    mask = probability_to_mask(pa[0], 90, 120, 0.5)
+    assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 1}
+
+
+def test_cuda_request_without_gpu_is_a_clear_error(tmp_path):
+    from ceuspipe.errors import InputError
+
+    spec = load_spec(_checkpoint(tmp_path / "m.pt"))
+    if torch.cuda.is_available():
+        assert make_predictor(spec, engine="auto", device="cuda").engine == "torch"
+    else:
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            make_predictor(spec, engine="auto", device="cuda")
