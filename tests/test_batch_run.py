@@ -114,14 +114,20 @@ def test_corrupt_and_truncated_videos_fail_alone(tmp_path):
                        "P003/corrupt.mp4": b"\x00\x00\x00\x18ftypisom" + os.urandom(3000)})
     old = time.time() - 3600
     os.utime(inbox / "P001" / "good.mp4", (old, old))
-    report = run_pipeline(_pipeline(tmp_path, {"decode": {"function": DECODE}}))
+    report = run_pipeline(_pipeline(tmp_path, {"keyframes": {"sample_fps": 2.0, "k": 2},
+                                               "decode": {"function": DECODE}}))
     assert report.exit_code == 1
     assert [os.path.basename(p) for p, _ in report.done] == ["good.mp4"]
     failed = dict(report.failed)
     assert sorted(os.path.basename(p) for p in failed) == ["corrupt.mp4", "truncated.mp4"]
     for path, line in failed.items():
         assert line.startswith(path + ": ") and "\n" not in line
-    assert json.loads((tmp_path / "out" / "P001" / "good" / "frames.json").read_text())["frames"] == 6
+    good = tmp_path / "out" / "P001" / "good"
+    assert json.loads((good / "frames.json").read_text())["frames"] == 6
+    assert json.loads((good / "keyframes.json").read_text())["k"] == 2
+    manifest = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 3 and manifest[1].startswith("P001,good,")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ceuspipe", "P001", "manifest.csv"]
 
 
 def test_file_still_being_copied_is_deferred(tmp_path):

@@ -1,0 +1,108 @@
+"""``ceuspipe run`` / ``ceuspipe status`` as cron runs them: subprocesses, kill -9, the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ceuspipe.batch.ledger import Ledger
+from ceuspipe.cli import main
+from test_batch_helpers import cli_cmd, cli_env, make_inbox, run_cli, write_pipeline
+
+DIGEST = "test_batch_helpers:digest_stage"
+
+
+def _setup(tmp_path: Path, slow: bool = True) -> tuple[Path, Path, Path]:
+    inbox = make_inbox(tmp_path / "inbox", {"P001/E01.mp4": b"first", "P002/E01.mp4": b"BAD second"})
+    flag = tmp_path / "slow.flag"
+    if slow:
+        flag.write_text("sleep")
+    pipe = write_pipeline(tmp_path / "pipe.toml", Path("inbox"), Path("out"),
+                          {"digest": {"function": DIGEST, "fail_prefix": "BAD", "slow_flag": str(flag)}},
+                          settle_seconds=0, recheck_seconds=0)
+    return pipe, tmp_path / "out", flag
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_killed_run_leaves_nothing_done_and_next_run_completes(tmp_path):
+    pipe, out, flag = _setup(tmp_path)
+    proc = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(Path(str(flag) + ".started"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    first = str(tmp_path / "inbox" / "P001" / "E01.mp4")
+    with Ledger(out) as ledger:
+        assert ledger.get(first).status == "running"  # not done: its folder was never installed
+        assert ledger.counts()["done"] == 0
+    assert not (out / "P001").exists()
+    assert list((out / ".ceuspipe" / "tmp").rglob("partial.txt"))  # the half output, hidden
+
+    flag.unlink()
+    result = run_cli("run", str(pipe))
+    assert result.returncode == 1, result.stderr  # the BAD exam fails; the killed one completes
+    assert "interrupted in run 1" in result.stderr
+    assert "1 done, 1 failed" in result.stdout and "recovered from a dead run" in result.stdout
+    failed = str(tmp_path / "inbox" / "P002" / "E01.mp4")
+    assert f"FAILED {failed}: test stage: bad content" in result.stdout.splitlines()
+    assert sorted(p.name for p in (out / "P001" / "E01").iterdir()) == ["batch.json", "digest.txt"]
+    assert not (out / ".ceuspipe" / "tmp").exists()
+    with Ledger(out) as ledger:
+        assert ledger.get(first).status == "done" and ledger.get(first).interrupted == 0
+
+    status = run_cli("status", str(out))
+    assert status.returncode == 0, status.stderr
+    assert "2 exam(s): 1 done, 1 failed, 0 running, 0 pending" in status.stdout
+    assert f"{failed}: test stage: bad content" in status.stdout
+    assert "last run: #2" in status.stdout
+
+
+def test_second_concurrent_run_exits_75_at_once(tmp_path):
+    pipe, out, flag = _setup(tmp_path)
+    holder = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(Path(str(flag) + ".started"), holder)
+        t0 = time.monotonic()
+        second = run_cli("run", str(pipe))
+        assert second.returncode == 75, second.stderr
+        assert time.monotonic() - t0 < 20
+        assert "another run holds this output root" in second.stderr
+        assert f"pid {holder.pid}" in second.stderr
+        status = run_cli("status", str(out))
+        assert f"a run is in progress: pid {holder.pid}" in status.stdout
+        assert "running (run 1" in status.stdout
+    finally:
+        flag.unlink()
+        stdout, stderr = holder.communicate(timeout=60)
+    assert holder.returncode == 1, stderr
+    assert "1 done, 1 failed" in stdout
+
+
+def test_cli_in_process_errors_and_exit_codes(tmp_path):
+    pipe, out, _ = _setup(tmp_path, slow=False)
+    runner = CliRunner()
+    res = runner.invoke(main, ["status", str(out)])
+    assert res.exit_code == 1 and "no batch ledger here" in res.output
+    res = runner.invoke(main, ["run", str(pipe), "--jobs", "1"])
+    assert res.exit_code == 1 and "1 done, 1 failed" in res.output
+    res = runner.invoke(main, ["run", str(pipe)])
+    assert res.exit_code == 0 and "0 done, 0 failed" in res.output and "1 unchanged" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('inbox = "inbox"\noutput = "out"\njobs = 0\n[stages.keyframes]\n')
+    res = runner.invoke(main, ["run", str(bad)])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"ceuspipe: error: {bad}: jobs: must be an integer >= 1 or -1 (one per core), got 0"
