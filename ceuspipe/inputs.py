@@ -55,10 +55,17 @@ def is_exam_file(path: Path) -> bool:
     return False
 
 
+#: Folder suffixes of ceuspipe's own outputs beside a clip (phantom truth,
+#: segment-video results): never searched for exams.
+OUTPUT_FOLDER_SUFFIXES = (".truth", ".ceuspipe")
+
+
 def _walk(root: Path) -> Iterator[Path]:
-    """Exam files under ``root``, recursively, hidden files and folders skipped, sorted."""
+    """Exam files under ``root``, recursively, sorted; hidden entries and the
+    :data:`OUTPUT_FOLDER_SUFFIXES` folders are skipped."""
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames
+                             if not d.startswith(".") and not d.endswith(OUTPUT_FOLDER_SUFFIXES))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
@@ -84,7 +91,8 @@ def ids_for_file(path: Path) -> tuple[str, str]:
 def find_inputs(paths: Sequence[str | os.PathLike]) -> list[ExamInput]:
     """Expand files and folders into exam inputs, sorted by ``(patient_id, exam_id)``.
 
-    Folders are searched recursively (hidden entries skipped) for files with a
+    Folders are searched recursively (hidden entries and ``*.truth`` /
+    ``*.ceuspipe`` output folders skipped) for files with a
     suffix in :data:`VIDEO_SUFFIXES` (any case) and for DICOM files without a
     suffix. A file reached twice (same real path) is kept once, with the ids from
     the first argument that reached it. Raises :class:`InputError` for a path

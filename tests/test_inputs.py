@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ceuspipe.errors import InputError
@@ -135,3 +136,16 @@ def test_missing_path_and_empty_folder(tmp_path):
     touch(empty / ".hidden.mp4")
     with pytest.raises(InputError, match="no video or DICOM files found"):
         find_inputs([empty])
+
+
+def test_own_output_folders_beside_clips_are_not_exams(tmp_path):
+    from ceuspipe.inputs import find_inputs
+    from ceuspipe.video.writer import VideoWriter
+
+    for rel in ("P001/exam1.mp4", "P001/exam1.truth/ceus_mask.mkv", "P001/exam1.ceuspipe/mask.mkv"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with VideoWriter(path, 32, 32, fps=5) as w:
+            w.write(np.zeros((32, 32, 3), np.uint8), 0.0)
+    found = find_inputs([tmp_path])
+    assert [(e.patient_id, e.exam_id) for e in found] == [("P001", "exam1")]
