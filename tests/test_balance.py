@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
-from ceuspipe.dataset.balance import Candidate, balance_selection, ks_uniform
+from ceuspipe.dataset.balance import (Candidate, balance_selection, ks_uniform, ks_uniform_rows,
+                                    ks_uniform_with_options)
 from ceuspipe.dataset.split import split_patients
 
 
@@ -99,3 +102,13 @@ def test_patient_split_integrity_ratio_and_folds():
     assert len(two.train) == 1 and len(two.test) == 1
     with pytest.raises(ValueError):
         split_patients(patients, 1 / 3, folds=1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=40), st.integers(1, 3), st.integers(1, 12), st.integers(0, 10**6))
+def test_fast_option_ks_equals_sorting_every_row(others, n, k, seed):
+    """The O(k n) evaluator used by the descent equals the plain definition, ties included."""
+    opts = np.random.default_rng(seed).integers(0, 31, (k, n)).astype(float)
+    o = np.asarray(others, dtype=float)
+    rows = np.concatenate([np.broadcast_to(o, (k, len(o))), opts], axis=1)
+    np.testing.assert_allclose(ks_uniform_with_options(o, opts, 0.0, 30.0), ks_uniform_rows(rows, 0.0, 30.0))

@@ -291,3 +291,12 @@ def test_annotate_phantom_then_build_dataset(tmp_path):
             truth = moved
         iou = np.logical_and(label, truth).sum() / np.logical_or(label, truth).sum()
         assert iou > 0.95, (r["case"], iou)
+
+
+def test_impossible_folds_is_one_clear_error(inputs, tmp_path):
+    kf, ann = inputs
+    res = CliRunner().invoke(main, ["build-dataset", str(kf), str(ann), str(tmp_path / "ds"), "--folds", "9",
+                                    "--max-tries", "5"])
+    assert res.exit_code == 1
+    assert "ceuspipe: error:" in res.output and "9 folds need at least 9 training patients" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "ds").exists()

@@ -85,6 +85,62 @@ def ks_uniform_rows(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.maximum((i / n - u).max(axis=1), (u - (i - 1) / n).max(axis=1))
 
 
+def _range_max_table(a: np.ndarray) -> list[np.ndarray]:
+    """Sparse table for O(1) range maxima of ``a`` (level k holds maxima of length 2**k)."""
+    table = [a]
+    k = 1
+    while (1 << k) <= len(a):
+        prev = table[-1]
+        half = 1 << (k - 1)
+        table.append(np.maximum(prev[:-half], prev[half:]))
+        k += 1
+    return table
+
+
+def _range_max(table: list[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Maxima of ``a[lo:hi]`` for arrays of bounds; ``-inf`` where ``lo >= hi``."""
+    length = hi - lo
+    out = np.full(lo.shape, -np.inf)
+    ok = length > 0
+    if np.any(ok):
+        k = np.floor(np.log2(np.where(ok, length, 1))).astype(np.int64)
+        for level in np.unique(k[ok]):
+            sel = ok & (k == level)
+            t = table[level]
+            out[sel] = np.maximum(t[lo[sel]], t[hi[sel] - (1 << level)])
+    return out
+
+
+def ks_uniform_with_options(others: np.ndarray, options: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """KS distance to U(lo, hi) of ``others`` united with each row of ``options``.
+
+    ``others``: ``(m,)`` fixed grey levels; ``options``: ``(k, n)`` alternatives.
+    Returns ``(k,)``, equal to ``ks_uniform_rows`` of the concatenations, in
+    O(m log m + k n) instead of sorting ``k`` rows of ``m + n`` values.
+    """
+    options = np.asarray(options, dtype=np.float64)
+    k, n = options.shape
+    m = len(others)
+    if hi <= lo:
+        return np.zeros(k)
+    total = m + n
+    u = np.clip((np.sort(np.asarray(others, dtype=np.float64)) - lo) / (hi - lo), 0.0, 1.0)
+    v = np.clip((np.sort(options, axis=1) - lo) / (hi - lo), 0.0, 1.0)
+    pos = np.searchsorted(u, v, side="left")  # (k, n): others before each option value
+    j = np.arange(1, n + 1)[None, :] + pos  # 1-based rank of option values in the union
+    best = np.maximum((j / total - v).max(axis=1), (v - (j - 1) / total).max(axis=1))
+    if m:
+        i = np.arange(m, dtype=np.float64)
+        above = _range_max_table((i + 1) / total - u)  # + c/total for c option values before
+        below = _range_max_table(u - i / total)  # - c/total
+        bounds = np.concatenate([np.zeros((k, 1), np.int64), pos, np.full((k, 1), m, np.int64)], axis=1)
+        for c in range(n + 1):
+            seg_lo, seg_hi = bounds[:, c], bounds[:, c + 1]
+            best = np.maximum(best, _range_max(above, seg_lo, seg_hi) + c / total)
+            best = np.maximum(best, _range_max(below, seg_lo, seg_hi) - c / total)
+    return best
+
+
 class _Patient:
     """Candidates of one patient and the admissible frame sets among them."""
 
@@ -179,23 +235,54 @@ def balance_selection(candidates: Mapping[str, Sequence[Candidate]], frames_per_
     lo, hi = float(all_gray.min()), float(all_gray.max())
     rng = np.random.default_rng(seed)
 
-    def values(sel: list[tuple[int, ...]]) -> np.ndarray:
-        return np.concatenate([p.gray[list(s)] for p, s in zip(patients, sel)])
-
     def done(stat: float) -> bool:
         return ks_threshold is not None and stat <= ks_threshold
 
-    best = [p.draw(rng) for p in patients]
-    best_stat = single_stat = ks_uniform(values(best), lo, hi)
-    single = list(best)
+    # Random redraws. Patients with enumerated admissible sets draw one index each
+    # in a single vectorised call; the others (huge candidate lists) draw in Python.
+    enum = [i for i, p in enumerate(patients) if not p.fixed and p.subsets is not None]
+    other = [i for i, p in enumerate(patients) if not p.fixed and p.subsets is None]
+    fixed_vals = np.concatenate([p.gray for p in patients if p.fixed] or [np.zeros(0)])
+    sizes = np.array([len(patients[i].subsets) for i in enum], dtype=np.int64)
+    enum_gray = [patients[i].gray[patients[i].subsets] for i in enum]  # (S_i, n) each
+    if enum:
+        width = max(len(g) for g in enum_gray)
+        padded = np.zeros((len(enum), width, frames_per_patient))
+        for r, g in enumerate(enum_gray):
+            padded[r, : len(g)] = g
+        rows = np.arange(len(enum))
+
+    def draw() -> tuple[np.ndarray, list[tuple[int, ...]], np.ndarray]:
+        picks = rng.integers(0, sizes) if enum else np.zeros(0, np.int64)
+        rest = [patients[i].draw(rng) for i in other]
+        vals = [fixed_vals]
+        if enum:
+            vals.append(padded[rows, picks].ravel())
+        vals.extend(patients[i].gray[list(t)] for i, t in zip(other, rest))
+        return picks, rest, np.concatenate(vals)
+
+    def as_selection(picks: np.ndarray, rest: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        sel: list[tuple[int, ...]] = [tuple(range(len(p.cands))) for p in patients]
+        for r, i in enumerate(enum):
+            sel[i] = tuple(int(v) for v in patients[i].subsets[picks[r]])
+        for i, t in zip(other, rest):
+            sel[i] = t
+        return sel
+
+    picks, rest, vals = draw()
+    best = single = as_selection(picks, rest)
+    best_stat = single_stat = ks_uniform(vals, lo, hi)
     tries = 1
     while tries < max_tries and not done(best_stat):
-        trial = [p.draw(rng) for p in patients]
+        picks, rest, vals = draw()
         tries += 1
-        stat = ks_uniform(values(trial), lo, hi)
+        stat = ks_uniform(vals, lo, hi)
         if stat < best_stat:
-            best, best_stat = trial, stat
+            best, best_stat = as_selection(picks, rest), stat
+    best = list(best)
 
+    # Coordinate descent: one patient at a time, the best admissible set given the rest.
+    current = [p.gray[list(t)] for p, t in zip(patients, best)]
     sweeps = 0
     while sweeps < max_sweeps and not done(best_stat):
         sweeps += 1
@@ -204,14 +291,13 @@ def balance_selection(candidates: Mapping[str, Sequence[Candidate]], frames_per_
             p = patients[pi]
             if p.fixed:
                 continue
-            others = np.concatenate([q.gray[list(s)] for qi, (q, s) in enumerate(zip(patients, best))
-                                     if qi != pi])
+            others = np.concatenate(current[:pi] + current[pi + 1:])
             opts = p.options(best[pi])
-            rows = np.concatenate([np.broadcast_to(others, (len(opts), len(others))), p.gray[opts]], axis=1)
-            stats = ks_uniform_rows(rows, lo, hi)
+            stats = ks_uniform_with_options(others, p.gray[opts], lo, hi)
             k = int(np.argmin(stats))
             if stats[k] < best_stat - 1e-12:
                 best[pi] = tuple(int(v) for v in opts[k])
+                current[pi] = p.gray[list(best[pi])]
                 best_stat = float(stats[k])
                 improved = True
                 if done(best_stat):

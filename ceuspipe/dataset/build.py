@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ceuspipe import __version__
 from ceuspipe.dataset.annotations import AnnotationProblem, import_annotations
@@ -146,7 +147,11 @@ def build_dataset(config: BuildConfig) -> BuildReport:
         log.info("patient %s: no %d frames %.0f s apart; drawn without the separation rule",
                  pid, cfg.frames_per_patient, cfg.min_separation_s)
 
-    split = split_patients(sorted(bal.selection), cfg.test_fraction, cfg.folds, seed=cfg.seed)
+    try:
+        split = split_patients(sorted(bal.selection), cfg.test_fraction, cfg.folds, seed=cfg.seed)
+    except ValueError as exc:
+        raise InputError(cfg.annotations_dir, f"cannot split the {len(bal.selection)} annotated "
+                                              f"patients: {exc}") from None
     patient_split = {p: "train" for p in split.train} | {p: "test" for p in split.test}
     ordered = {pid: sorted(stems, key=lambda s: (by_stem[s].exam_id, by_stem[s].time_s, s))
                for pid, stems in bal.selection.items()}
@@ -159,7 +164,7 @@ def build_dataset(config: BuildConfig) -> BuildReport:
 
     rows = []
     with atomic_dir(cfg.out_dir, overwrite=True) as tmp:
-        for case in sorted(stem_of):
+        for case in tqdm(sorted(stem_of), desc="dataset", unit="case", disable=not cfg.progress):
             f = by_stem[stem_of[case]]
             ceus = _read_grey(f.ceus_path, f.layout.ceus.w, f.layout.ceus.h, "CEUS")
             us = _read_grey(f.us_path, f.layout.us.w, f.layout.us.h, "US")
