@@ -1,0 +1,177 @@
+"""`ceuspipe keyframes` end to end on phantom clips and DICOM, checked independently."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from ceuspipe.cli import main as cli
+from ceuspipe.synth.config import PhantomConfig
+from ceuspipe.synth.generate import generate_exam
+
+SMALL = dict(width=320, height=180, fps=6.0)
+
+
+def make_clip(folder: Path, patient: str, seconds: float, side: str = "left", seed: int = 1) -> Path:
+    clip = folder / patient / "exam1.mp4"
+    generate_exam(clip, folder.parent / f"{folder.name}_truth" / patient, PhantomConfig(duration_s=seconds, ceus_side=side, **SMALL),
+                  seed, patient=patient)
+    return clip
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def independent_selection(clip: Path, ceus_box: dict, k: int) -> tuple[list[int], list[float]]:
+    """Decode with bare PyAV, apply the definitions literally, return (sample numbers, scores)."""
+    container = av.open(str(clip))
+    frames = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    container.close()
+    t0 = frames[0][0]
+    x, y, w, h = (ceus_box[c] for c in "xywh")
+    grays, n = [], 0
+    while True:
+        hits = [img for t, img in frames if t - t0 >= n - 1e-6]
+        if not hits:
+            break
+        grays.append(cv2.cvtColor(np.ascontiguousarray(hits[0][y:y + h, x:x + w]), cv2.COLOR_RGB2GRAY))
+        n += 1
+    scores = [0.0] + [float(np.mean(np.abs(grays[i].astype(int) - grays[i - 1].astype(int))))
+                      for i in range(1, len(grays))]
+    best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+    return sorted(best), scores
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_keyframes_match_independent_computation(tmp_path, side):
+    clip = make_clip(tmp_path / "videos", "P007", 14.0, side=side)
+    truth = json.loads((tmp_path / "videos_truth/P007/truth.json").read_text())
+    out = tmp_path / "out"
+    res = run_cli("keyframes", str(tmp_path / "videos"), str(out), "-k", "5")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "P007/exam1/keyframes.json").read_text())
+    # layout found automatically, CEUS on the right side, boxes as drawn
+    assert meta["layout"]["ceus"] == truth["layout"]["ceus"]
+    assert meta["layout"]["us"] == truth["layout"]["us"]
+    expected_n, scores = independent_selection(clip, truth["layout"]["ceus"], k=5)
+    assert [f["sample_index"] for f in meta["frames"]] == expected_n
+    for f in meta["frames"]:
+        assert f["score"] == pytest.approx(scores[f["sample_index"]], abs=1e-5)
+        assert f["time_s"] == pytest.approx(f["sample_index"], abs=1 / SMALL["fps"])
+    assert meta["n_samples"] == len(scores) == 14
+    assert meta["n_frames_decoded"] == 14 * 6
+    # every sample's score is in scores.csv and loads back
+    rows = list(csv.DictReader((out / "P007/exam1/scores.csv").open()))
+    assert [float(r["score"]) for r in rows] == pytest.approx(scores, abs=1e-5)
+    assert sum(int(r["selected"]) for r in rows) == 5
+
+
+def test_exports_hold_only_the_panels(tmp_path):
+    make_clip(tmp_path / "v", "P001", 6.0)
+    truth = json.loads((tmp_path / "v_truth/P001/truth.json").read_text())
+    out = tmp_path / "out"
+    assert run_cli("keyframes", str(tmp_path / "v"), str(out), "-k", "3").exit_code == 0
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 3
+    assert set(rows[0]) >= {"patient_id", "exam_id", "source", "time_s", "score", "ceus_gray",
+                            "frame_path", "ceus_path", "us_path"}
+    inside = np.zeros((180, 320), bool)
+    for box in (truth["layout"]["ceus"], truth["layout"]["us"]):
+        inside[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"]] = True
+    for row in rows:
+        full = cv2.imread(str(out / row["frame_path"]), cv2.IMREAD_UNCHANGED)
+        assert full.shape == (180, 320, 3)
+        assert full[~inside].max() == 0, "burned-in text must not reach exported frames"
+        ceus = cv2.imread(str(out / row["ceus_path"]), cv2.IMREAD_UNCHANGED)
+        b = truth["layout"]["ceus"]
+        assert np.array_equal(ceus, full[b["y"]:b["y"] + b["h"], b["x"]:b["x"] + b["w"]])
+        gray = cv2.cvtColor(ceus, cv2.COLOR_BGR2GRAY)
+        assert float(row["ceus_gray"]) == pytest.approx(gray.mean(), abs=1e-4)
+
+
+def test_clip_shorter_than_k_keeps_all_and_says_so(tmp_path, caplog):
+    make_clip(tmp_path / "v", "P002", 5.0)
+    out = tmp_path / "out"
+    res = run_cli("keyframes", str(tmp_path / "v"), str(out))
+    assert res.exit_code == 0
+    meta = json.loads((out / "P002/exam1/keyframes.json").read_text())
+    assert [f["sample_index"] for f in meta["frames"]] == [0, 1, 2, 3, 4]
+    assert meta["fewer_samples_than_k"] is True
+
+
+def test_existing_exam_is_skipped_unless_overwrite(tmp_path):
+    make_clip(tmp_path / "v", "P003", 4.0)
+    out = tmp_path / "out"
+    assert run_cli("keyframes", str(tmp_path / "v"), str(out)).exit_code == 0
+    marker = out / "P003/exam1/keyframes.json"
+    before = marker.stat().st_mtime_ns
+    res = run_cli("keyframes", str(tmp_path / "v"), str(out))
+    assert "1 skipped" in res.output and marker.stat().st_mtime_ns == before
+    res = run_cli("keyframes", str(tmp_path / "v"), str(out), "--overwrite")
+    assert "1 done" in res.output
+
+
+def test_failed_video_is_reported_and_others_finish(tmp_path):
+    make_clip(tmp_path / "v", "P004", 4.0)
+    bad = tmp_path / "v" / "P005" / "broken.mp4"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["keyframes", str(tmp_path / "v"), str(out), "--jobs", "2"])
+    assert res.exit_code == 1
+    assert "broken.mp4" in res.output
+    assert (out / "P004/exam1/keyframes.json").is_file()
+    assert not (out / "P005").exists(), "a failed exam leaves no folder"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def _write_dicom(path: Path, frames: np.ndarray, frame_time_ms: float) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.NumberOfFrames = len(frames)
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.FrameTime = f"{frame_time_ms:.3f}"
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_cine_input(tmp_path):
+    clip = make_clip(tmp_path / "v", "P006", 6.0)
+    container = av.open(str(clip))
+    frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    container.close()
+    dcm = tmp_path / "dicom" / "P006" / "IM0001"  # no suffix: found by content
+    dcm.parent.mkdir(parents=True)
+    _write_dicom(dcm, frames, 1000 / SMALL["fps"])
+    out = tmp_path / "out"
+    res = run_cli("keyframes", str(tmp_path / "dicom"), str(out), "-k", "3")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "P006/IM0001/keyframes.json").read_text())
+    truth = json.loads((tmp_path / "v_truth/P006/truth.json").read_text())
+    assert meta["layout"]["ceus"] == truth["layout"]["ceus"]
+    expected_n, _ = independent_selection(clip, truth["layout"]["ceus"], k=3)
+    assert [f["sample_index"] for f in meta["frames"]] == expected_n
