@@ -1,0 +1,47 @@
+"""The nightly pipeline end to end: keyframes + segment stages through ``ceuspipe run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+
+from ceuspipe.batch.ledger import Ledger
+from ceuspipe.model import build_model
+from ceuspipe.train.checkpoint import save_checkpoint
+from ceuspipe.batch.pipeline_file import load_pipeline
+from ceuspipe.batch.runner import run_pipeline
+from test_batch_helpers import write_clip, write_pipeline
+
+
+def test_keyframes_and_segment_stages(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("full", 0.125).eval()
+    save_checkpoint(tmp_path / "tiny.pt", {"config": {"variant": "full", "width": 0.125, "size": 64,
+                                                      "threshold": 0.5},
+                                           "model": model.state_dict(), "epoch": 0})
+    clip = write_clip(tmp_path / "inbox" / "P001" / "visit1" / "clip.mp4", frames=8, fps=4.0)
+    old = time.time() - 3600
+    os.utime(clip, (old, old))
+    pipe = write_pipeline(tmp_path / "nightly.toml", "inbox", "out",
+                          {"keyframes": {"sample_fps": 2.0, "k": 2},
+                           "segment": {"model": "tiny.pt", "engine": "torch", "device": "cpu",
+                                       "batch_size": 4, "dynamic_range_db": 50}},
+                          settle_seconds=0, recheck_seconds=0)
+    report = run_pipeline(load_pipeline(pipe))
+    assert report.exit_code == 0 and len(report.done) == 1, report.failed
+    exam = tmp_path / "out" / "P001" / "visit1_clip"
+    names = {p.name for p in exam.iterdir()}
+    assert {"keyframes.json", "scores.csv", "mask.mkv", "overlay.mp4", "tic.csv", "tic.json",
+            "segment.json", "batch.json"} <= names
+    assert not any(n.startswith(".") for n in names)
+    seg = json.loads((exam / "segment.json").read_text())
+    assert seg["frames"] == 8 and seg["dynamic_range_db"] == 50
+    with Ledger(tmp_path / "out") as ledger:
+        [row] = ledger.exams()
+    outputs = row.outputs["stages"]
+    assert outputs["segment"]["mask"] == "mask.mkv" and outputs["segment"]["frames"] == 8
+    assert outputs["keyframes"]["n_keyframes"] == 2
+    assert (tmp_path / "out" / "manifest.csv").read_text().count("\n") == 3
