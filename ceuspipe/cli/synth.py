@@ -27,10 +27,13 @@ import click
               help="Add a high-MI flash (bright CEUS frames) at this time; repeatable.")
 @click.option("--exam-id", default="exam1", show_default=True, help="Exam file stem.")
 @click.option("--crf", type=click.IntRange(0, 51), default=20, show_default=True, help="libx264 quality.")
+@click.option("--preset", default="veryfast", show_default=True,
+              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]),
+              help="libx264 speed preset (encoding is most of the generation time).")
 @click.option("-j", "--jobs", type=int, default=1, show_default=True, help="Patients in parallel (-1: all cores).")
 @click.option("--overwrite", is_flag=True, help="Regenerate exams that already exist.")
 def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, ceus_side, colormap,
-              dynamic_range_db, flash_at_s, exam_id, crf, jobs, overwrite):
+              dynamic_range_db, flash_at_s, exam_id, crf, preset, jobs, overwrite):
     """Write OUT/P001/exam1.mp4 ... with ground truth in OUT/P001/exam1.truth/.
 
     Each exam is a dual-amplitude screen capture (CEUS and B-mode panels side by
@@ -55,7 +58,8 @@ def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, c
         config = PhantomConfig(duration_s=duration_s, fps=fps, width=width, height=height,
                                panel_size=panel_size, ceus_side=ceus_side, colormap=colormap,
                                dynamic_range_db=dr, flash_times_s=tuple(flash_at_s),
-                               exam_id=safe_name(exam_id, "exam1"), crf=crf)
+                               exam_id=safe_name(exam_id, "exam1"), crf=crf,
+                               preset=preset)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     clips = generate_phantom(out, patients, config, seed=seed, jobs=jobs, overwrite=overwrite,

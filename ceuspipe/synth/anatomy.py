@@ -78,7 +78,8 @@ class LesionShape:
         ``shape = (h, w)`` with the tissue shifted by ``(dx, dy)`` pixels.
 
         A pixel is inside when its centre lies within the boundary radius. Only a
-        bounding box around the lesion is evaluated.
+        bounding box around the lesion is evaluated; ``cos(k theta + phase)`` is
+        taken as the real part of ``u**k * exp(i phase)`` with ``u = e^(i theta)``.
         """
         h, w = shape
         roi = np.zeros((h, w), np.uint8)
@@ -89,12 +90,25 @@ class LesionShape:
         y0, y1 = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
         if x0 >= x1 or y0 >= y1:
             return roi, lesion
-        ys = np.arange(y0, y1, dtype=np.float64)[:, None]
-        xs = np.arange(x0, x1, dtype=np.float64)[None, :]
-        rho, theta = self.polar(xs, ys, dx, dy)
-        rb = self.radius_at(theta)
+        oy = np.arange(y0, y1, dtype=np.float64)[:, None] - cy
+        ox = np.arange(x0, x1, dtype=np.float64)[None, :] - cx
+        z = ox + 1j * oy
+        rho = np.abs(z)
+        u = z / np.where(rho > 0, rho, 1.0)
+        kmax = max([hm.k for hm in self.harmonics + self.roi_harmonics] + [1])
+        powers = [np.ones_like(u), u]
+        for _ in range(2, kmax + 1):
+            powers.append(powers[-1] * u)
+
+        def pert(harmonics):
+            out = np.zeros(u.shape, np.float64)
+            for hm in harmonics:
+                out += hm.amplitude * (powers[hm.k] * complex(math.cos(hm.phase), math.sin(hm.phase))).real
+            return out
+
+        rb = self.radius * (1.0 + pert(self.harmonics))
         lesion[y0:y1, x0:x1] = rho <= rb
-        roi[y0:y1, x0:x1] = rho <= rb * (1.0 + self.roi_dilation + _perturbation(theta, self.roi_harmonics))
+        roi[y0:y1, x0:x1] = rho <= rb * (1.0 + self.roi_dilation + pert(self.roi_harmonics))
         return roi, lesion
 
     def to_dict(self) -> dict:

@@ -51,6 +51,12 @@ class PhantomConfig:
         if any(t < 0 for t in self.flash_times_s):
             raise ValueError("flash times must be >= 0 s")
         object.__setattr__(self, "flash_times_s", tuple(float(t) for t in self.flash_times_s))
+        for name in ("duration_s", "fps", "flash_duration_s"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("width", "height", "crf"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.dynamic_range_db is not None:
+            object.__setattr__(self, "dynamic_range_db", float(self.dynamic_range_db))
         from ceuspipe.synth.screen import make_geometry
 
         make_geometry(self.width, self.height, "left", self.panel_size)  # raises if too small

@@ -30,6 +30,7 @@ log = logging.getLogger("ceuspipe")
 
 _FIRST = ["JANE", "JOHN", "MARIA", "WEI", "AHMED", "ANNA", "LUCA", "YUKI", "OLGA", "PEDRO"]
 _LAST = ["DOE", "ROE", "SMITH", "NGUYEN", "MUELLER", "ROSSI", "TANAKA", "IVANOVA", "SILVA", "KHAN"]
+THREADS = 1
 FLASH_POWER = 0.35  # mean linear power of a flash frame (before speckle)
 
 
@@ -154,7 +155,7 @@ def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, 
     cb, ub = lay.ceus, lay.us
     opts = {"crf": str(config.crf), "preset": config.preset}
     with atomic_dir(truth_dir, overwrite=True) as tmp, \
-            VideoWriter(path, config.width, config.height, fps=config.fps, codec="libx264",
+            VideoWriter(path, config.width, config.height, fps=config.fps, codec="libx264", threads=THREADS,
                         options=opts) as video, \
             VideoWriter(tmp / CEUS_MASK_VIDEO, cb.w, cb.h, fps=config.fps, codec="ffv1",
                         pix_fmt="gray") as ceus_mv, \
