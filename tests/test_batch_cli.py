@@ -106,3 +106,20 @@ def test_cli_in_process_errors_and_exit_codes(tmp_path):
     res = runner.invoke(main, ["run", str(bad)])
     assert res.exit_code == 1
     assert res.output.strip() == f"ceuspipe: error: {bad}: jobs: must be an integer >= 1 or -1 (one per core), got 0"
+
+
+def test_sigterm_stops_cleanly_and_leaves_exams_pending(tmp_path):
+    pipe, out, flag = _setup(tmp_path)
+    proc = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(Path(str(flag) + ".started"), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "2 unfinished exam(s) left for the next run" in stderr
+    with Ledger(out) as ledger:
+        rows = list(ledger.exams())
+    assert [(r.status, r.interrupted) for r in rows] == [("pending", 0), ("pending", 0)]
+    flag.unlink()
+    result = run_cli("run", str(pipe))
+    assert "1 done, 1 failed" in result.stdout and "recovered" not in result.stdout

@@ -174,3 +174,27 @@ def test_empty_inbox_is_not_an_error(tmp_path):
     (tmp_path / "inbox").mkdir()
     report = run_pipeline(_pipeline(tmp_path))
     assert report.exit_code == 0 and report.done == [] and report.failed == []
+
+
+def test_changed_options_redo_only_with_redo_outdated(tmp_path):
+    make_inbox(tmp_path / "inbox", {"P001/E01.mp4": b"one"})
+    run_pipeline(_pipeline(tmp_path))
+    changed = _pipeline(tmp_path, {"digest": {"function": DIGEST, "fail_prefix": "XYZ"}})
+    assert run_pipeline(changed).unchanged == 1
+    report = run_pipeline(changed, redo_outdated=True)
+    assert len(report.done) == 1
+    assert run_pipeline(changed, redo_outdated=True).unchanged == 1
+
+
+def test_exam_that_keeps_killing_its_run_is_failed_after_three_tries(tmp_path):
+    make_inbox(tmp_path / "inbox", {"P001/E01.mp4": b"one", "P002/E01.mp4": b"two"})
+    pipe = _pipeline(tmp_path)
+    first = run_pipeline(pipe)
+    path = str(tmp_path / "inbox" / "P001" / "E01.mp4")
+    with Ledger(tmp_path / "out") as ledger:  # simulate three runs killed while on this exam
+        ledger.db.execute("UPDATE exams SET status = 'running', interrupted = 2 WHERE path = ?", (path,))
+    report = run_pipeline(pipe)
+    assert report.failed and report.failed[0][0] == path and "interrupted 3 times" in report.failed[0][1]
+    assert (tmp_path / "out" / "P001" / "E01" / "digest.txt").exists()  # earlier outputs kept
+    assert len(first.done) == 2 and report.unchanged == 1
+    assert [p for p, _ in run_pipeline(pipe, retry_failed=True).done] == [path]

@@ -41,7 +41,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = HASH_CHUNK) -> str:
 @dataclass(frozen=True)
 class Candidate:
     """An exam to process: ``size`` in bytes, ``mtime`` in s since the epoch,
-    ``reason`` one of ``new``, ``changed``, ``interrupted``, ``retry``, ``pending``."""
+    ``reason`` one of ``new``, ``changed``, ``interrupted``, ``retry``, ``pending``,
+    ``outdated``."""
 
     exam: object  # ceuspipe.inputs.ExamInput
     size: int
@@ -67,10 +68,14 @@ def _stamp(path: Path) -> tuple[int, float] | None:
     return st.st_size, st.st_mtime
 
 
-def _classify(row: ExamRow, cand: Candidate, retry_failed: bool, out: Discovery) -> None:
+def _classify(row: ExamRow, cand: Candidate, retry_failed: bool, out: Discovery,
+              outdated_hash: str | None) -> None:
     """Decide for a file whose content equals the ledger's."""
     if row.status == "done":
-        out.unchanged += 1
+        if outdated_hash is not None and row.stages_hash != outdated_hash:
+            out.todo.append(Candidate(cand.exam, cand.size, cand.mtime, cand.sha256, "outdated"))
+        else:
+            out.unchanged += 1
     elif row.status == "failed":
         if retry_failed:
             out.todo.append(Candidate(cand.exam, cand.size, cand.mtime, cand.sha256, "retry"))
@@ -82,8 +87,12 @@ def _classify(row: ExamRow, cand: Candidate, retry_failed: bool, out: Discovery)
 
 
 def discover(inbox: str | os.PathLike, rows: dict[str, ExamRow], *, settle_s: float, recheck_s: float,
-             retry_failed: bool = False, now: float | None = None) -> Discovery:
+             retry_failed: bool = False, redo_outdated_hash: str | None = None,
+             now: float | None = None) -> Discovery:
     """Compare the inbox with the ledger ``rows`` (by absolute source path).
+
+    With ``redo_outdated_hash``, done exams whose outputs were made by other stages or
+    options (another stages hash) are redone too (reason ``outdated``).
 
     Reads no ledger and writes none: the caller records the outcome.
     Raises :class:`InputError` when the inbox is not a readable folder.
@@ -110,7 +119,8 @@ def discover(inbox: str | os.PathLike, rows: dict[str, ExamRow], *, settle_s: fl
         size, mtime = stamp
         row = rows.get(key)
         if row is not None and row.size == size and row.mtime == mtime:
-            _classify(row, Candidate(exam, size, mtime, row.sha256, ""), retry_failed, out)
+            _classify(row, Candidate(exam, size, mtime, row.sha256, ""), retry_failed, out,
+                      redo_outdated_hash)
         elif now - mtime < settle_s:
             out.deferred.append((key, f"modified {now - mtime:.1f} s ago (settle time {settle_s:g} s)"))
         else:
@@ -135,7 +145,7 @@ def discover(inbox: str | os.PathLike, rows: dict[str, ExamRow], *, settle_s: fl
         cand = Candidate(exam, size, mtime, sha, "new" if row is None else "changed")
         if row is not None and row.sha256 == sha:
             out.restamped.append((key, size, mtime))
-            _classify(row, cand, retry_failed, out)
+            _classify(row, cand, retry_failed, out, redo_outdated_hash)
         else:
             out.todo.append(cand)
     out.todo.sort(key=lambda c: str(c.exam.path))

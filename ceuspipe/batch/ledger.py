@@ -218,6 +218,14 @@ class Ledger:
                             "error = 'interrupted: the run processing it died' WHERE status = 'running'")
         return rows
 
+    def release_running(self, run_id: int, note: str) -> int:
+        """Put the exams still ``running`` in ``run_id`` back to ``pending`` (a run that
+        stopped cleanly, not a crash); returns how many."""
+        with self.transaction():
+            cur = self.db.execute("UPDATE exams SET status = 'pending', error = ? "
+                                  "WHERE status = 'running' AND run_id = ?", (note, run_id))
+            return cur.rowcount
+
     def mark_running(self, items: list[tuple[Any, int, float, str]], run_id: int, stages_hash: str) -> None:
         """Record ``(exam, size, mtime, sha256)`` items as ``running`` in ``run_id``, in one
         transaction (new rows are inserted; known rows keep first_seen and counters)."""

@@ -149,18 +149,23 @@ def _run_loky(tasks: list[ExamTask], jobs: int) -> Iterator[ExamOutcome]:
             yield _crashed(task, exc.__class__.__name__)
 
 
-def _run_dask(tasks: list[ExamTask], address: str) -> Iterator[ExamOutcome]:
-    """Dask distributed: ``Client(address).map`` + ``as_completed``; the workers need
-    ceuspipe installed and the inbox and output root at the same paths."""
+def connect_dask(address: str):
+    """A ``distributed.Client`` for ``address``; :class:`CeuspipeError` when unreachable."""
     try:
         from distributed import Client
-        from distributed import as_completed as dask_completed
     except ImportError:
         raise CeuspipeError("--scheduler needs dask distributed: pip install 'ceuspipe[cluster]'") from None
     try:
-        client = Client(address, timeout=30)
-    except (OSError, TimeoutError) as exc:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError, ValueError) as exc:
         raise CeuspipeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def _run_dask(tasks: list[ExamTask], client) -> Iterator[ExamOutcome]:
+    """Dask distributed: ``client.map`` + ``as_completed``; the workers need ceuspipe
+    installed and the inbox and output root at the same paths. Closes ``client``."""
+    from distributed import as_completed as dask_completed
+
     try:
         futures = client.map(process_exam, tasks, pure=False)
         owner = {f.key: t for f, t in zip(futures, tasks)}
@@ -174,12 +179,13 @@ def _run_dask(tasks: list[ExamTask], address: str) -> Iterator[ExamOutcome]:
         client.close()
 
 
-def iter_outcomes(tasks: list[ExamTask], *, jobs: int = 1, scheduler: str | None = None) -> Iterator[ExamOutcome]:
-    """Outcomes in completion order, from this process, a loky pool or a Dask cluster."""
+def iter_outcomes(tasks: list[ExamTask], *, jobs: int = 1, client=None) -> Iterator[ExamOutcome]:
+    """Outcomes in completion order, from this process, a loky pool or the Dask
+    cluster of ``client`` (a ``distributed.Client``, closed at the end)."""
+    if client is not None:
+        return _run_dask(tasks, client)
     if not tasks:
         return iter(())
-    if scheduler:
-        return _run_dask(tasks, scheduler)
     if jobs == -1:
         jobs = os.cpu_count() or 1
     if jobs <= 1 or len(tasks) == 1:
@@ -241,13 +247,48 @@ def _clean_stale(state_dir: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _collect(outcomes: Iterable[ExamOutcome], report: RunReport, ledger: Ledger, pipeline: Pipeline,
+             by_path: dict, task_of: dict, run_id: int, bar) -> None:
+    """Install each finished exam folder and record its outcome, as results arrive."""
+    out, state, shash = pipeline.output, pipeline.output / ".ceuspipe", pipeline.stages_hash
+    total = len(by_path)
+    for n, outcome in enumerate(outcomes, 1):
+        bar.update(1)
+        cand = by_path[outcome.path]
+        exam = cand.exam
+        final = out / exam.patient_id / exam.exam_id
+        if outcome.ok:
+            try:
+                tmp = Path(task_of[outcome.path].tmp_dir)
+                record = {"source": outcome.path, "sha256": cand.sha256, "size": cand.size,
+                          "patient_id": exam.patient_id, "exam_id": exam.exam_id, "run_id": run_id,
+                          "pipeline": str(pipeline.path), "stages_hash": shash,
+                          "stages": [s.name for s in pipeline.stages], "outputs": outcome.outputs}
+                (tmp / EXAM_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+                _install(tmp, final, state / "trash")
+            except OSError as exc:
+                outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc))
+        if outcome.ok:
+            ledger.mark_done(outcome.path, {"dir": f"{exam.patient_id}/{exam.exam_id}",
+                                            "stages": outcome.outputs})
+            report.done.append((outcome.path, final))
+            log.info("[%d/%d] done %s/%s in %.1f s (%s)", n, total, exam.patient_id,
+                     exam.exam_id, outcome.seconds, outcome.path)
+        else:
+            ledger.mark_failed(outcome.path, outcome.error)
+            report.failed.append((outcome.path, outcome.error))
+            log.error("[%d/%d] FAILED %s", n, total, outcome.error)
+
+
 def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str | None = None,
                  retry_failed: bool = False, settle_s: float | None = None,
-                 recheck_s: float | None = None, progress: bool = False) -> RunReport:
+                 recheck_s: float | None = None, redo_outdated: bool = False,
+                 progress: bool = False) -> RunReport:
     """Process the new and changed exams of ``pipeline.inbox`` into ``pipeline.output``.
 
     ``jobs``/``scheduler``/``settle_s``/``recheck_s`` (seconds) override the pipeline
-    file. Raises :class:`~ceuspipe.batch.lock.LockHeld` at once when another run
+    file. ``redo_outdated``: also redo done exams made with other stages or options.
+    Raises :class:`~ceuspipe.batch.lock.LockHeld` at once when another run
     holds the output root; per-exam failures are in the report, not raised.
     """
     from tqdm import tqdm
@@ -271,7 +312,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         report = RunReport(run_id, out, recovered=[r.path for r in recovered])
         rows = ledger.all()
         found = discover(pipeline.inbox, rows, settle_s=settle_s, recheck_s=recheck_s,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, redo_outdated_hash=shash if redo_outdated else None)
         for path, size, mtime in found.restamped:
             ledger.touch(path, size, mtime)
         for path, why in found.deferred:
@@ -306,41 +347,24 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         tasks = [ExamTask(c.exam, str(tmp_root / f"{i:06d}"), pipeline.stages) for i, c in enumerate(todo)]
         by_path = {str(c.exam.path): c for c in todo}
         task_of = {str(t.exam.path): t for t in tasks}
+        client = connect_dask(scheduler) if scheduler and todo else None  # before anything is "running"
         ledger.mark_running([(c.exam, c.size, c.mtime, c.sha256) for c in todo], run_id, shash)
         if todo:
             log.info("run %d: %d exam(s) to process (%s)", run_id, len(todo),
                      f"Dask at {scheduler}" if scheduler else f"{jobs} job(s)")
 
         bar = tqdm(total=len(tasks), unit="exam", desc="exams", disable=not progress)
-        n = 0
-        for outcome in iter_outcomes(tasks, jobs=jobs, scheduler=scheduler):
-            n += 1
-            bar.update(1)
-            cand = by_path[outcome.path]
-            exam = cand.exam
-            final = out / exam.patient_id / exam.exam_id
-            if outcome.ok:
-                try:
-                    tmp = Path(task_of[outcome.path].tmp_dir)
-                    record = {"source": outcome.path, "sha256": cand.sha256, "size": cand.size,
-                              "patient_id": exam.patient_id, "exam_id": exam.exam_id, "run_id": run_id,
-                              "pipeline": str(pipeline.path), "stages_hash": shash,
-                              "stages": [s.name for s in pipeline.stages], "outputs": outcome.outputs}
-                    (tmp / EXAM_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-                    _install(tmp, final, state / "trash")
-                except OSError as exc:
-                    outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc))
-            if outcome.ok:
-                ledger.mark_done(outcome.path, {"dir": f"{exam.patient_id}/{exam.exam_id}",
-                                                "stages": outcome.outputs})
-                report.done.append((outcome.path, final))
-                log.info("[%d/%d] done %s/%s in %.1f s (%s)", n, len(tasks), exam.patient_id,
-                         exam.exam_id, outcome.seconds, outcome.path)
-            else:
-                ledger.mark_failed(outcome.path, outcome.error)
-                report.failed.append((outcome.path, outcome.error))
-                log.error("[%d/%d] FAILED %s", n, len(tasks), outcome.error)
-        bar.close()
+        try:
+            _collect(iter_outcomes(tasks, jobs=jobs, client=client), report, ledger, pipeline,
+                     by_path, task_of, run_id, bar)
+        except BaseException as exc:
+            # Stopped (Ctrl-C, SIGTERM, lost scheduler): unfinished exams go back to pending
+            # without counting as a crash; a kill -9 is handled by the next run instead.
+            n = ledger.release_running(run_id, f"run {run_id} stopped: {exc.__class__.__name__}")
+            log.warning("run %d stopped; %d unfinished exam(s) left for the next run", run_id, n)
+            raise
+        finally:
+            bar.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
         for leftover in (tmp_root.parent, state / "trash"):
             with contextlib.suppress(OSError):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 @click.command("run")
@@ -12,11 +18,13 @@ import click
 @click.option("--scheduler", metavar="ADDRESS", default=None,
               help="Dask scheduler (e.g. tcp://head:8786) that runs the exams on its workers.")
 @click.option("--retry-failed", is_flag=True, help="Also redo exams that failed in earlier runs.")
+@click.option("--redo-outdated", is_flag=True,
+              help="Also redo done exams whose outputs came from other stages or options.")
 @click.option("--settle", "settle_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Leave files modified less than this long ago for the next run (default 10).")
 @click.option("--recheck", "recheck_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Second look at size/mtime of new files after this long (default 2).")
-def run_cmd(pipeline_file, jobs, scheduler, retry_failed, settle_s, recheck_s):
+def run_cmd(pipeline_file, jobs, scheduler, retry_failed, redo_outdated, settle_s, recheck_s):
     """Process the new and changed exams of the pipeline's inbox, each exactly once.
 
     Exit status: 0 all processed (files still being copied are left for the next
@@ -31,9 +39,12 @@ def run_cmd(pipeline_file, jobs, scheduler, retry_failed, settle_s, recheck_s):
     if jobs is not None and jobs < 1 and jobs != -1:
         raise click.BadParameter("must be >= 1 or -1", param_hint="--jobs")
     pipeline = load_pipeline(pipeline_file)
+    # SIGTERM (e.g. a cron/systemd timeout) stops cleanly: unfinished exams back to pending.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         report = run_pipeline(pipeline, jobs=jobs, scheduler=scheduler, retry_failed=retry_failed,
-                              settle_s=settle_s, recheck_s=recheck_s, progress=show_progress())
+                              settle_s=settle_s, recheck_s=recheck_s, redo_outdated=redo_outdated,
+                              progress=show_progress())
     except LockHeld as exc:
         click.echo(f"ceuspipe: {exc}", err=True)
         raise SystemExit(exc.exit_code) from None
