@@ -209,6 +209,7 @@ class RunReport:
     failed_not_retried: list[ExamRow] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    started: float = 0.0  # seconds since the epoch
 
     @property
     def exit_code(self) -> int:
@@ -222,7 +223,9 @@ class RunReport:
             parts.append(f"{len(self.failed_not_retried)} failed earlier (not retried; --retry-failed)")
         if self.recovered:
             parts.append(f"{len(self.recovered)} recovered from a dead run")
-        return f"run {self.run_id} on {self.out_root}: " + ", ".join(parts) + f" in {self.seconds:.1f} s"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else "-"
+        return (f"run {self.run_id} ({when}) on {self.out_root}: " + ", ".join(parts)
+                + f" in {self.seconds:.1f} s")
 
 
 def _install(tmp: Path, final: Path, trash: Path) -> None:
@@ -309,7 +312,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
             log.warning("%s: interrupted in run %s (died); will redo", row.path, row.run_id)
         _clean_stale(state)
         run_id = ledger.start_run(str(pipeline.path), shash)
-        report = RunReport(run_id, out, recovered=[r.path for r in recovered])
+        report = RunReport(run_id, out, recovered=[r.path for r in recovered], started=time.time())
         rows = ledger.all()
         found = discover(pipeline.inbox, rows, settle_s=settle_s, recheck_s=recheck_s,
                          retry_failed=retry_failed, redo_outdated_hash=shash if redo_outdated else None)
@@ -378,7 +381,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         report.seconds = time.monotonic() - t0
         ledger.finish_run(run_id, done=len(report.done), failed=len(report.failed),
                           deferred=len(report.deferred), unchanged=report.unchanged)
-        log.info("%s", report.summary())
+        log.debug("%s", report.summary())  # the CLI prints it on stdout
         return report
 
 
