@@ -7,8 +7,6 @@ import logging
 import os
 import time
 
-import pytest
-
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
