@@ -137,3 +137,19 @@ def test_discover_skips_unchanged_without_hashing(tmp_path, monkeypatch):
     touched = discover(inbox, rows, settle_s=0, recheck_s=0)
     assert touched.todo == [] and touched.unchanged == 2
     assert [p for p, _, _ in touched.restamped] == [str(inbox / "P1" / "E1.mp4")]
+
+
+def test_shipped_example_pipelines_load(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    export = load_pipeline(repo / "pipelines" / "keyframe_export.toml")
+    assert export.inbox == repo / "data" / "inbox" and export.output == repo / "exports" / "keyframes"
+    assert [s.name for s in export.stages] == ["keyframes"] and export.jobs == 2
+    # The nightly file is complete; only its model path is site-specific.
+    with pytest.raises(InputError) as info:
+        load_pipeline(repo / "pipelines" / "nightly_segmentation.toml")
+    assert "stages.segment.model: checkpoint not found: /models/ceusegnet/best.pt" in str(info.value)
+    text = (repo / "pipelines" / "nightly_segmentation.toml").read_text()
+    (tmp_path / "best.pt").write_bytes(b"x")
+    (tmp_path / "n.toml").write_text(text.replace("/models/ceusegnet/best.pt", str(tmp_path / "best.pt")))
+    nightly = load_pipeline(tmp_path / "n.toml")
+    assert [s.name for s in nightly.stages] == ["keyframes", "segment"] and nightly.settle_s == 60
