@@ -53,6 +53,11 @@ def format_status(status: BatchStatus) -> list[str]:
                  if last.finished else "not finished (running now, or died)")
         lines.append(f"last run: #{last.id} started {_when(last.started)} on {last.host} "
                      f"(pid {last.pid}), {state}")
+        for run in status.runs[1:]:
+            lines.append(f"earlier run: #{run.id} started {_when(run.started)} on {run.host}: "
+                         f"{run.n_done} done, {run.n_failed} failed, {run.n_deferred} deferred, "
+                         f"{run.n_unchanged} unchanged" if run.finished else
+                         f"earlier run: #{run.id} started {_when(run.started)} on {run.host}: did not finish")
     else:
         lines.append("last run: none")
     if status.lock_holder:

@@ -57,7 +57,7 @@ def run_cmd(pipeline_file, jobs, scheduler, retry_failed, redo_outdated, settle_
 @click.command("status")
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option("--runs", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Also list this many recent runs.")
+              help="How many recent runs to list.")
 def status_cmd(out, runs):
     """Summarise the batch ledger of output root OUT: exams per status, last run, failures."""
     from ceuspipe.batch.status import format_status, read_status
@@ -65,9 +65,6 @@ def status_cmd(out, runs):
     status = read_status(out, runs=runs)
     for line in format_status(status):
         click.echo(line)
-    for run in status.runs[1:]:
-        click.echo(f"earlier run: #{run.id} done={run.n_done} failed={run.n_failed} "
-                   f"deferred={run.n_deferred} unchanged={run.n_unchanged}")
 
 
 def register(group: click.Group) -> None:
