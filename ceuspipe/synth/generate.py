@@ -12,8 +12,8 @@ import math
 import os
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Iterator
 
-import cv2
 import numpy as np
 
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
@@ -30,6 +30,7 @@ log = logging.getLogger("ceuspipe")
 
 _FIRST = ["JANE", "JOHN", "MARIA", "WEI", "AHMED", "ANNA", "LUCA", "YUKI", "OLGA", "PEDRO"]
 _LAST = ["DOE", "ROE", "SMITH", "NGUYEN", "MUELLER", "ROSSI", "TANAKA", "IVANOVA", "SILVA", "KHAN"]
+# libx264 single-threaded: patients are parallelised by --jobs instead.
 THREADS = 1
 FLASH_POWER = 0.35  # mean linear power of a flash frame (before speckle)
 
@@ -110,31 +111,29 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
     }
 
 
-def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, config: PhantomConfig,
-                  seed: int, *, patient: str = "P001", progress: bool = False) -> dict:
-    """Write one exam clip to ``path`` (H.264 MP4) and its ground truth to ``truth_dir``
-    (default ``<path stem>.truth`` beside the clip). Returns the truth dict.
-
-    Frames are ``config.width x config.height`` RGB shown at ``i / config.fps`` s;
-    nothing is held in memory beyond one frame and the frozen tissue maps.
-    """
-    from tqdm import tqdm
-
-    from ceuspipe.video.writer import VideoWriter
-
-    path = Path(path)
-    truth_dir = Path(truth_dir) if truth_dir is not None else truth_dir_for(path)
+def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
+    """The complete truth dict of an exam (as :func:`ceuspipe.synth.truth.load_truth` returns it)."""
     truth = draw_truth(config, seed, patient=patient)
-    truth["clip"] = path.name
+    truth["clip"] = clip_name
     truth["frame_times_s"] = [i / config.fps for i in range(config.n_frames)]
-    # Use exactly what load_truth will see, so masks here equal truth_masks_at.
-    truth = json.loads(json.dumps(truth))
+    # Round-trip through JSON: the renderer then uses exactly what load_truth will see,
+    # so its masks equal truth_masks_at bit for bit.
+    return json.loads(json.dumps(truth))
+
+
+def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(index, time_s, frame, ceus_roi, bmode_lesion)`` for every frame of an exam.
+
+    ``frame``: ``(H, W, 3) uint8`` RGB screen; masks: ``(h, w) uint8`` 0/1 in panel
+    coordinates. Deterministic for a given truth (its ``seed``); one frame at a time.
+    """
+    seed = truth["seed"]
     shape = LesionShape.from_dict(truth["lesion_shape"])
     motion = RespiratoryMotion.from_dict(truth["motion"])
     lesion = LognormalBolus.from_dict(truth["curves"]["lesion"])
     parenchyma = LognormalBolus.from_dict(truth["curves"]["parenchyma"])
-    side = truth["ceus_side"]
-    geom = make_geometry(config.width, config.height, side, config.panel_size)
+    geom = make_geometry(truth["frame_width"], truth["frame_height"], truth["ceus_side"],
+                         truth["screen"]["panel_size"])
     lay, s, dr = geom.layout, geom.panel_size, truth["dynamic_range_db"]
     ss = np.random.SeedSequence([int(seed), 2])
     tissue_rng, frame_rng = (np.random.default_rng(c) for c in ss.spawn(2))
@@ -151,42 +150,59 @@ def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, 
     lut = gold_lut() if truth["colormap"] == "gold" else None
     offset = np.float32(truth["noise_floor_power"])
     flash = set(truth["flash"]["frame_indices"])
-    times = truth["frame_times_s"]
     cb, ub = lay.ceus, lay.us
+    for i, t in enumerate(truth["frame_times_s"]):
+        dx, dy = motion.offset(t)
+        maps = warp(tissue.ceus_maps, pad, s, dx, dy)
+        if i in flash:
+            mean = np.float32(FLASH_POWER) * (0.5 + maps[..., 0] + maps[..., 1])
+        else:
+            mean = maps[..., 0] * np.float32(lesion(t) - lesion.offset)
+            mean += maps[..., 1] * np.float32(parenchyma(t) - parenchyma.offset)
+            mean += offset
+        ceus_grey = log_compress(mean * speckle.draw(frame_rng, (s, s)), dr)
+        frame = static.copy()
+        if lut is not None:
+            frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = lut[ceus_grey]
+        else:
+            frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = ceus_grey[..., None]
+        bm = warp(tissue.bmode_grey, pad, s, dx, dy)
+        frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = np.rint(bm).astype(np.uint8)[..., None]
+        timer.apply(frame, t)
+        roi, les = shape.masks((cb.h, cb.w), dx, dy)
+        if (ub.h, ub.w) != (cb.h, cb.w):
+            les = shape.masks((ub.h, ub.w), dx, dy)[1]
+        yield i, t, frame, roi, les
+
+
+def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, config: PhantomConfig,
+                  seed: int, *, patient: str = "P001", progress: bool = False) -> dict:
+    """Write one exam clip to ``path`` (H.264 MP4) and its ground truth to ``truth_dir``
+    (default ``<path stem>.truth`` beside the clip). Returns the truth dict.
+
+    Frames are ``config.width x config.height`` RGB shown at ``i / config.fps`` s;
+    nothing is held in memory beyond one frame and the frozen tissue maps.
+    """
+    from tqdm import tqdm
+
+    from ceuspipe.video.writer import VideoWriter
+
+    path = Path(path)
+    truth_dir = Path(truth_dir) if truth_dir is not None else truth_dir_for(path)
+    truth = exam_truth(config, seed, patient=patient, clip_name=path.name)
+    lay = truth["layout"]
+    cb, ub = lay["ceus"], lay["us"]
     opts = {"crf": str(config.crf), "preset": config.preset}
     with atomic_dir(truth_dir, overwrite=True) as tmp, \
             VideoWriter(path, config.width, config.height, fps=config.fps, codec="libx264", threads=THREADS,
                         options=opts) as video, \
-            VideoWriter(tmp / CEUS_MASK_VIDEO, cb.w, cb.h, fps=config.fps, codec="ffv1",
+            VideoWriter(tmp / CEUS_MASK_VIDEO, cb["w"], cb["h"], fps=config.fps, codec="ffv1",
                         pix_fmt="gray") as ceus_mv, \
-            VideoWriter(tmp / US_MASK_VIDEO, ub.w, ub.h, fps=config.fps, codec="ffv1",
+            VideoWriter(tmp / US_MASK_VIDEO, ub["w"], ub["h"], fps=config.fps, codec="ffv1",
                         pix_fmt="gray") as us_mv:
-        for i in tqdm(range(config.n_frames), disable=not progress, desc=f"{patient}", unit="frame",
-                      leave=False):
-            t = times[i]
-            dx, dy = motion.offset(t)
-            maps = warp(tissue.ceus_maps, pad, s, dx, dy)
-            if i in flash:
-                mean = np.float32(FLASH_POWER) * (0.5 + maps[..., 0] + maps[..., 1])
-            else:
-                les_c = np.float32(lesion(t) - lesion.offset)
-                par_c = np.float32(parenchyma(t) - parenchyma.offset)
-                mean = maps[..., 0] * les_c
-                mean += maps[..., 1] * par_c
-                mean += offset
-            ceus_grey = log_compress(mean * speckle.draw(frame_rng, (s, s)), dr)
-            frame = static.copy()
-            if lut is not None:
-                frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = lut[ceus_grey]
-            else:
-                frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = ceus_grey[..., None]
-            bm = warp(tissue.bmode_grey, pad, s, dx, dy)
-            frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = np.rint(bm).astype(np.uint8)[..., None]
-            timer.apply(frame, t)
+        for _, t, frame, roi, les in tqdm(render_exam(truth), total=config.n_frames, disable=not progress,
+                                          desc=patient, unit="frame", leave=False):
             video.write(frame, t)
-            roi, les = shape.masks((cb.h, cb.w), dx, dy)
-            if (ub.h, ub.w) != (cb.h, cb.w):
-                les = shape.masks((ub.h, ub.w), dx, dy)[1]
             ceus_mv.write(roi * np.uint8(255), t)
             us_mv.write(les * np.uint8(255), t)
         atomic_write_text(tmp / TRUTH_JSON, json.dumps(truth, indent=1) + "\n")
