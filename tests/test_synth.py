@@ -14,7 +14,8 @@ from ceuspipe.errors import InputError
 from ceuspipe.synth.bolus import LognormalBolus
 from ceuspipe.synth.config import PhantomConfig, patient_seed
 from ceuspipe.synth.generate import exam_truth, generate_exam, generate_phantom, render_exam
-from ceuspipe.synth.screen import TimerOverlay, make_geometry, render_static
+from ceuspipe.synth.screen import (TimerOverlay, gold_lut, gold_to_grey, make_geometry,
+                                   render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, linearise, log_compress
 from ceuspipe.synth.truth import (load_truth, truth_curves, truth_dir_for, truth_layout,
                                   truth_masks_at)
@@ -210,6 +211,8 @@ def test_random_side_gold_and_random_dynamic_range(tmp_path):
     box = truth_layout(load_truth(tmp_path / "s0.truth")).ceus
     panel = frame[box.y: box.y + box.h, box.x: box.x + box.w]
     assert (panel[..., 0] - panel[..., 2]).mean() > 3  # red over blue: gold
+    lut = gold_lut()
+    np.testing.assert_array_equal(gold_to_grey(lut), np.arange(256))
 
 
 def test_phantom_patients_independent_of_count_and_jobs(tmp_path):

@@ -167,3 +167,18 @@ def gold_lut() -> np.ndarray:
     g = np.clip(1.2 * x - 0.15, 0, 1)
     b = np.clip(1.8 * x - 1.0, 0, 1)
     return np.rint(np.stack([r, g, b], axis=1) * 255).astype(np.uint8)
+
+
+def gold_to_grey(rgb: np.ndarray) -> np.ndarray:
+    """Approximate inverse of :func:`gold_lut`: ``(..., 3) uint8`` RGB -> ``(...) uint8`` grey.
+
+    The red channel carries the grey level until it saturates (g ~ 176), then the
+    green channel (to g ~ 244), then the blue one.
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    from_r = rgb[..., 0] / 1.45
+    from_g = (rgb[..., 1] + 0.15 * 255.0) / 1.2
+    from_b = (rgb[..., 2] + 255.0) / 1.8
+    g = np.where(rgb[..., 0] < 250, from_r,
+                 np.where(rgb[..., 1] < 250, np.maximum(from_r, from_g), np.maximum(from_g, from_b)))
+    return np.clip(np.rint(g), 0, 255).astype(np.uint8)
