@@ -212,3 +212,19 @@ def test_qof_definition():
     assert qof_percent(y, np.full(4, y.mean())) == 0.0
     assert qof_percent(y, -y) == 0.0  # clipped at 0
     assert qof_percent(y, y + np.array([0.5, -0.5, 0.5, -0.5])) == pytest.approx(100 * (1 - 1.0 / 5.0))
+
+
+@pytest.mark.parametrize("factor", [1e-200, 1e-6, 1e6, 1e200])
+def test_fit_is_unit_free(factor):
+    """Linear power has no fixed unit: any scale gives the same times and scaled amplitudes."""
+    rng = np.random.default_rng(7)
+    t = np.arange(0, 60, 0.5)
+    y = noisy(lognormal(t, **LN), rng, 0.04)
+    ref = analyse_curve(t, y)
+    r = analyse_curve(t, y * factor)
+    assert r.success and ref.success
+    assert r.value("TTP") == pytest.approx(ref.value("TTP"), rel=1e-4)
+    assert r.value("PE") == pytest.approx(ref.value("PE") * factor, rel=1e-4)
+    assert r.value("WiAUC") == pytest.approx(ref.value("WiAUC") * factor, rel=1e-3)
+    assert r.qof == pytest.approx(ref.qof, abs=1e-3)
+    assert r.param_stderr["A"] == pytest.approx(ref.param_stderr["A"] * factor, rel=1e-2)

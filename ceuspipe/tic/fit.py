@@ -42,7 +42,8 @@ class FitResult:
 
     ``params``: public model parameters (see :mod:`ceuspipe.tic.models`), empty
     when no fit was possible; ``covariance``: ``(5, 5)`` in ``model.param_names``
-    order, or None; ``stderr``: sqrt of its diagonal per parameter; ``qof``: %
+    order (from the Jacobian at the optimum, residual variance SSE/(n-5)), or None
+    when it cannot be represented; ``stderr``: standard error per parameter; ``qof``: %
     (NaN without a fit); ``n_points``: frames used; ``reason``: why
     ``success`` is False ("" on success); ``warnings``: notes such as parameters
     that ended on a bound.
@@ -168,7 +169,8 @@ def fit_curve(
 
     ``times_s``, ``values``: 1-D, same length; seconds and linear units. Points
     where either is non-finite are ignored; times need not be uniform or sorted.
-    Success needs at least 6 points, a converged optimiser, a QOF of at least
+    Success needs at least 6 points, an optimiser that ran (one stopped by its
+    evaluation limit only adds a warning), a QOF of at least
     ``min_qof`` (%) and a peak height of at least ``min_snr`` times the residual
     standard deviation; otherwise ``success`` is False and ``reason`` says which
     test failed (the fitted parameters are still returned when there were any).
@@ -215,34 +217,53 @@ def fit_curve(
         r = _internal_curve(bm, t, x) - ys
         return np.nan_to_num(r, nan=1e6, posinf=1e6, neginf=-1e6)
 
+    def solve(x0, nfev):
+        try:
+            return optimize.least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=nfev, method="trf")
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:  # pragma: no cover - defensive
+            log.debug("TIC fit from %s failed: %s", x0, exc)
+            return None
+
+    # a short run from every start, then the best one polished to convergence
     best = None
     for x0 in _starts(t, ys, model, lo, hi):
-        try:
-            sol = optimize.least_squares(resid, x0, bounds=(lo, hi), x_scale="jac", max_nfev=400, method="trf")
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:  # pragma: no cover - defensive
-            log.debug("TIC fit start %s failed: %s", x0, exc)
-            continue
-        if best is None or sol.cost < best.cost:
+        sol = solve(x0, 40)
+        if sol is not None and (best is None or sol.cost < best.cost):
             best = sol
+    if best is not None and best.status == 0:
+        polished = solve(best.x, 500)
+        if polished is not None and polished.cost <= best.cost:
+            best = polished
     if best is None or not np.all(np.isfinite(best.x)):
         res.reason = "optimiser failed from every starting point"
         return res
 
     x = best.x
     res.params = dict(zip(bm.param_names, (float(v) for v in _to_public(model, x, y_lo, scale))))
-    f = bm(t, res.params)
-    res.sse = float(np.sum((y - f) ** 2))
-    res.qof = qof_percent(y, f)
+    # residual statistics in the scaled units, so that tiny or huge curves neither
+    # underflow nor overflow; reported SSE and SDs are converted back
+    f_s = _internal_curve(bm, t, x)
+    sse_s = float(np.sum((ys - f_s) ** 2))
+    with np.errstate(over="ignore"):
+        res.sse = sse_s * scale * scale
+    res.qof = qof_percent(ys, f_s)
     dof = max(n - 5, 1)
-    s2 = res.sse / dof
+    s2_s = sse_s / dof
     try:
         Jr = best.jac
-        cov_int = np.linalg.pinv(Jr.T @ Jr) * (s2 / scale**2)
+        cov_int = np.linalg.pinv(Jr.T @ Jr) * s2_s
         G = _jac_public(model, x, y_lo, scale)
-        cov = G @ cov_int @ G.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            cov = G @ cov_int @ G.T
+            # standard errors from row-normalised forms: finite even where cov overflows
+            norm = np.max(np.abs(G), axis=1)
+            norm[norm == 0] = 1.0
+            Gn = G / norm[:, None]
+            var_n = np.einsum("ij,jk,ik->i", Gn, cov_int, Gn)
+            se = norm * np.sqrt(np.clip(var_n, 0.0, None))
         if np.all(np.isfinite(cov)):
             res.covariance = cov
-            res.stderr = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(bm.param_names)}
+        res.stderr = {k: float(v) for k, v in zip(bm.param_names, se) if np.isfinite(v)}
     except (np.linalg.LinAlgError, ValueError, OverflowError):  # pragma: no cover - defensive
         res.covariance = None
 
@@ -251,15 +272,18 @@ def fit_curve(
     if at_bound:
         res.warnings.append("fit parameters on a bound: " + ", ".join(at_bound))
 
-    peak = x[2] * scale
-    resid_sd = math.sqrt(s2)
+    peak = x[2]  # both in scaled units
+    resid_sd = math.sqrt(s2_s)
     t_peak = x[0] + x[3]
-    if best.status <= 0:
-        res.reason = f"optimiser did not converge: {best.message}"
+    if best.status == 0:
+        res.warnings.append("optimiser stopped at its evaluation limit before converging")
+    if best.status < 0:
+        res.reason = f"optimiser failed: {best.message}"
     elif not (res.qof >= min_qof):
         res.reason = f"poor fit: QOF {res.qof:.1f}% < {min_qof:g}%"
     elif not (peak >= min_snr * resid_sd):
-        res.reason = f"no significant enhancement: peak {peak:.3g} < {min_snr:g} x residual SD {resid_sd:.3g}"
+        res.reason = (f"no significant enhancement: peak {peak * scale:.3g} < {min_snr:g} x residual SD "
+                      f"{resid_sd * scale:.3g}")
     elif t_peak > t[-1] + span:
         res.reason = f"fitted peak at {t_peak:.1f} s lies far beyond the last frame ({t[-1]:.1f} s)"
     else:
