@@ -228,3 +228,24 @@ def test_fit_is_unit_free(factor):
     assert r.value("WiAUC") == pytest.approx(ref.value("WiAUC") * factor, rel=1e-3)
     assert r.qof == pytest.approx(ref.qof, abs=1e-3)
     assert r.param_stderr["A"] == pytest.approx(ref.param_stderr["A"] * factor, rel=1e-2)
+
+
+@pytest.mark.parametrize("model", ["lognormal", "gamma"])
+def test_a_single_spike_is_not_a_bolus(model):
+    rng = np.random.default_rng(11)
+    t = np.arange(0, 60, 1.0)
+    y = 1 + 0.01 * rng.standard_normal(t.size)
+    y[30] = 3.0
+    r = analyse_curve(t, y, model=model, detect_jumps=False, detect_flash=False)
+    assert not r.success and r.reason
+    assert math.isnan(r.value("PE"))
+    r = analyse_curve(t, y, model=model)  # with the detectors on, the spike is flagged
+    assert r.excluded[30] and not r.success
+
+
+def test_a_bolus_seen_by_too_few_frames_is_not_resolved():
+    t = np.arange(1.0, 90, 7.0)  # one frame every 7 s: FWHM of the bolus is about 8 s
+    r = analyse_curve(t, lognormal(t, **LN))
+    assert not r.success and "not resolved" in r.reason, r.reason
+    dense = np.arange(1.0, 90, 1.0)
+    assert analyse_curve(dense, lognormal(dense, **LN)).success

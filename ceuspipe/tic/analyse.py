@@ -24,6 +24,10 @@ from ceuspipe.tic.parameters import Parameter, empty_parameters, perfusion_param
 __all__ = ["TicResult", "analyse_curve", "versions"]
 
 JSON_FORMAT = "ceuspipe.tic/1"
+# A fitted bolus must be seen by this many used frames above half its peak and from TI
+# to TO; otherwise a single noise spike could pass for a very narrow bolus.
+MIN_HALF_MAX_FRAMES = 3
+MIN_BOLUS_FRAMES = 5
 
 
 def versions() -> dict[str, str]:
@@ -147,7 +151,8 @@ def analyse_curve(
     ``frame_index`` ``(N,)`` int (default ``0..N-1``); ``columns``: extra per-frame
     ``(N,)`` arrays kept for the CSV. ``min_qof`` (%), ``min_snr``: success tests
     of :func:`~ceuspipe.tic.fit.fit_curve`; ``fraction``: the PE fraction that
-    defines TI and TO.
+    defines TI and TO. A fit also fails when fewer than 3 used frames lie above
+    half the fitted peak or fewer than 5 between TI and TO (the bolus is not resolved).
     """
     get_model(model)
     t = np.asarray(times_s, dtype=np.float64).ravel()
@@ -202,8 +207,14 @@ def analyse_curve(
         params = perfusion_parameters(
             model, fit.params, t_first=float(tu.min()), t_last=float(tu.max()), qof=fit.qof, fraction=fraction
         )
-        if not math.isfinite(params["PE"].value):
+        ti, to, pe = (params[k].value for k in ("TI", "TO", "PE"))
+        n_half = int(np.count_nonzero(res.fitted[used] - fit.params["O"] >= 0.5 * pe))
+        n_bolus = int(np.count_nonzero((tu >= ti) & (tu <= (to if math.isfinite(to) else np.inf))))
+        if not math.isfinite(pe):
             res.reason = "fitted curve has no positive peak"
+        elif n_half < MIN_HALF_MAX_FRAMES or n_bolus < MIN_BOLUS_FRAMES:
+            res.reason = (f"bolus not resolved in time: {n_half} frames above half the peak (need "
+                          f"{MIN_HALF_MAX_FRAMES}), {n_bolus} from arrival to wash-out end (need {MIN_BOLUS_FRAMES})")
         else:
             res.parameters = params
             res.success = True
