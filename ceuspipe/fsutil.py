@@ -17,6 +17,22 @@ from typing import Iterator
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def set_default_mode(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp``/``mkdtemp`` result the mode a plain ``open``/``mkdir`` would have.
+
+    Temporary files are created 0600 (folders 0700); outputs renamed from them
+    should be readable by whoever shares the output folder, as the umask allows.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_current_umask())
+
+
 def safe_name(name: str, fallback: str = "unnamed") -> str:
     """Return ``name`` reduced to ``[A-Za-z0-9._-]``, never ``.``/``..`` or empty.
 
@@ -38,6 +54,7 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    set_default_mode(tmp)
     try:
         yield tmp
         if final.exists():
@@ -59,6 +76,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    set_default_mode(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -5,7 +5,7 @@ Layout read: ``DATASET/dataset.json``, ``DATASET/splits.json``,
 uint8, any size), ``labels{Tr,Ts}/<case>.png`` (uint8 0/1 at CEUS size).
 
 Items are ``(ceus, us, label)``, each ``(1, size, size)`` float32: images resized
-bilinearly and scaled to [0, 1], the label resized with nearest neighbour (0/1).
+by :func:`ceuspipe.preprocess.panel_to_input` (area averaging when shrinking) and scaled to [0, 1], the label resized with nearest neighbour (0/1).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ceuspipe.errors import InputError
+from ceuspipe.preprocess import panel_to_input
 
 SPLITS = ("train", "test")
 
@@ -120,8 +121,8 @@ def read_case(files: CaseFiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def to_input(img: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W) uint8`` -> ``(size, size) float32`` in [0, 1], bilinear."""
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    """``(H, W) uint8`` -> ``(size, size) float32`` in [0, 1], exactly as segment-video prepares frames."""
+    return panel_to_input(img, size)
 
 
 def _augment(rng: np.random.Generator, ceus, us, label):

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.preprocess import panel_to_input
 
 log = logging.getLogger("ceuspipe")
 
@@ -38,17 +39,8 @@ def cpu_cores() -> int:
 
 
 def prepare_panel(panel: np.ndarray, size: int) -> np.ndarray:
-    """Model input for one panel.
-
-    ``panel``: ``(h, w, 3) uint8`` RGB or ``(h, w) uint8`` grey. Returns
-    ``(size, size) float32`` grey in ``[0, 1]``: BT.601 luma, resized with area
-    averaging (``cv2.INTER_AREA``) when shrinking, bilinear when enlarging.
-    """
-    gray = panel if panel.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(panel), cv2.COLOR_RGB2GRAY)
-    h, w = gray.shape
-    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-    small = cv2.resize(gray, (size, size), interpolation=interp)
-    return small.astype(np.float32) * np.float32(1 / 255)
+    """Model input for one panel: :func:`ceuspipe.preprocess.panel_to_input` (as in training)."""
+    return panel_to_input(panel, size)
 
 
 def probability_to_mask(prob: np.ndarray, height: int, width: int, threshold: float) -> np.ndarray:

@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ceuspipe.fsutil import set_default_mode
+
 # Codecs whose encoders reject a 1/90000 time base (MPEG-4 part 2: denominator <= 65535).
 _SMALL_TIMEBASE = {"mpeg4", "msmpeg4", "msmpeg4v2", "h263"}
 _DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p", "h264": "yuv420p",
@@ -40,6 +42,7 @@ class VideoWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix,
                                    dir=self.path.parent)
         os.close(fd)
+        set_default_mode(tmp)
         self._tmp = Path(tmp)
         self._container = av.open(str(self._tmp), "w")
         rate = Fraction(fps).limit_denominator(1001)
