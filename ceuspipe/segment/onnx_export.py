@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ceuspipe.fsutil import set_default_mode
 from ceuspipe.errors import InputError
 
 log = logging.getLogger("ceuspipe")
@@ -74,6 +75,7 @@ def export_onnx(model, out_path: str | os.PathLike, size: int, *, batch: int | N
     example = (torch.rand(n, 1, size, size), torch.rand(n, 1, size, size))
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    set_default_mode(tmp)
     try:
         dyn = None if batch else {"ceus": {0: "batch"}, "us": {0: "batch"}, "logits": {0: "batch"}}
         try:
