@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ceuspipe.tic.analyse import analyse_curve
-from ceuspipe.tic.flags import detect_flash, detect_jumps, frame_flags, noise_level, running_median
+from ceuspipe.tic.flags import detect_jumps, frame_flags, noise_level, running_median
 from ceuspipe.tic.models import gamma_variate, lognormal
 
 LN = dict(t0=8.0, O=0.01, A=2.0, mu=math.log(10.0), sigma=0.6)
