@@ -26,16 +26,32 @@ ceuspipe build-dataset "$OUT/keyframes" "$OUT/annotations" "$OUT/dataset" --seed
 step "5/7 train a small CEUSegNet (width 1/8) on CPU"
 ceuspipe train "$OUT/dataset" "$OUT/run" --width 0.125 --epochs "$EPOCHS" --batch-size 8 --seed 0
 
-step "6/7 evaluate on the test patients"
-ceuspipe evaluate "$OUT/run/best.pt" "$OUT/dataset" -o "$OUT/run/eval"
+step "6/7 evaluate the last checkpoint on the test patients (best.pt was picked on them)"
+ceuspipe evaluate "$OUT/run/last.pt" "$OUT/dataset" -o "$OUT/run/eval"
 
 step "7/7 segment a held-out phantom clip: mask video, overlay, time-intensity curve"
 ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234
 clip=$(find "$OUT/heldout" -name '*.mp4' | head -n 1)
-ceuspipe segment-video "$clip" --model "$OUT/run/best.pt" -o "$OUT/segment"
+ceuspipe segment-video "$clip" --model "$OUT/run/last.pt" -o "$OUT/segment"
 
 printf '\nDemo finished. Outputs under %s/:\n' "$OUT"
+python - "$OUT" "$clip" <<'PY'
+import json, sys
+from pathlib import Path
+out, clip = sys.argv[1], Path(sys.argv[2])
+m = json.load(open(f"{out}/run/eval/metrics.json"))
+print(f"  test Dice     {m['dice_mean']:.3f} +/- {m['dice_std']:.3f} (IoU {m['iou_mean']:.3f}) "
+      f"on {len(m['cases'])} held-out cases, width {m['width']:g} {m['variant']}")
+t = json.load(open(f"{out}/segment/tic.json"))
+p = t["parameters"]
+if t["success"]:
+    truth = json.load(open(clip.with_suffix(".truth") / "truth.json"))["curves"]["lesion"]
+    print(f"  held-out clip TTP {p['TTP']['value']:.1f} s (phantom truth {truth['ttp_s']:.1f} s), "
+          f"PE {p['PE']['value']:.3g} (truth {truth['pe'] - truth['offset']:.3g}), QOF {p['QOF']['value']:.0f} %")
+else:
+    print(f"  held-out clip curve fit failed: {t.get('reason')}")
+PY
 printf '  key frames   %s/keyframes/manifest.csv\n' "$OUT"
 printf '  dataset      %s/dataset/dataset.json\n' "$OUT"
-printf '  model        %s/run/best.pt (metrics.csv, learning_curve.png)\n' "$OUT"
+printf '  model        %s/run/last.pt (metrics.csv, learning_curve.png)\n' "$OUT"
 printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.csv, tic.json, tic.png)\n' "$OUT"
