@@ -13,10 +13,9 @@ from ceuspipe.train.checkpoint import read_checkpoint
 
 def test_torchrun_two_cpu_processes(tmp_path):
     ds = make_toy_dataset(tmp_path / "ds", n_train=8, n_test=2)
-    script = Path(sys.executable).with_name("ceuspipe")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), "train", str(ds), str(tmp_path / "run"), "--width", "0.125", "--size", "32",
+           "-m", "ceuspipe", "train", str(ds), str(tmp_path / "run"), "--width", "0.125", "--size", "32",
            "--epochs", "1", "--batch-size", "2", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

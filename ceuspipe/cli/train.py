@@ -33,7 +33,7 @@ def train_cmd(dataset, run_dir, variant, width, epochs, batch_size, lr, size, th
               device, seed, workers, resume, fold):
     """Train a segmentation model on DATASET (from build-dataset), writing RUN_DIR.
 
-    Several GPUs: torchrun --standalone --nproc_per_node N "$(which ceuspipe)" train ...;
+    Several GPUs: torchrun --standalone --nproc_per_node N -m ceuspipe train ...;
     each process trains on its share of the data, rank 0 writes RUN_DIR.
     """
     from ceuspipe.train.config import TrainConfig
