@@ -10,15 +10,17 @@ becomes one line on stderr and exit status 1; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
 import click
 
 from ceuspipe import __version__
-from ceuspipe.errors import CeuspipeError
+from ceuspipe.errors import CeuspipeError, InputError
 
 log = logging.getLogger("ceuspipe")
 
@@ -41,6 +43,9 @@ class _Group(click.Group):
                 click.echo(f"ceuspipe: error: {exc}", err=True)
             elif isinstance(exc, OSError) and exc.filename:
                 click.echo(f"ceuspipe: error: {exc.filename}: {exc.strerror or exc}", err=True)
+            elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                click.echo(f"ceuspipe: error: {exc.strerror or os.strerror(exc.errno)} "
+                           "(nothing was left half-written)", err=True)
             else:
                 click.echo(f"ceuspipe: error: {exc.__class__.__name__}: {exc} "
                            "(run with --debug for the traceback)", err=True)
@@ -71,8 +76,42 @@ def show_progress(ctx: click.Context | None = None) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+class _OneLinePath(click.Path):
+    """``click.Path`` whose existence/kind checks fail as :class:`InputError` (one line)
+    instead of click's usage message, like every other bad input."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            raise InputError(os.fsdecode(value), _path_problem(os.fsdecode(value), self, exc)) from exc
+
+
+def _path_problem(value: str, ptype: click.Path, exc: click.BadParameter) -> str:
+    if not os.path.lexists(value):
+        return "no such file or folder"
+    if os.path.isdir(value) and not ptype.dir_okay:
+        return "is a folder, not a file"
+    if not os.path.isdir(value) and not ptype.file_okay:
+        return "is a file, not a folder"
+    if ptype.readable and not os.access(value, os.R_OK):
+        return "cannot be read (permission denied)"
+    if ptype.writable and not os.access(value, os.W_OK):
+        return "cannot be written (permission denied)"
+    return exc.format_message()
+
+
+def _one_line_paths(group: click.Group) -> None:
+    """Give every path argument/option of every command the one-line error behaviour."""
+    for command in group.commands.values():
+        for param in command.params:
+            if type(param.type) is click.Path:
+                param.type.__class__ = _OneLinePath
+
+
 for _info in pkgutil.iter_modules(__path__):
     _module = importlib.import_module(f"{__name__}.{_info.name}")
     _register = getattr(_module, "register", None)
     if _register is not None:
         _register(main)
+_one_line_paths(main)

@@ -35,4 +35,8 @@ def layout_overrides(kwargs: dict) -> dict:
     keys = ("layout_file", "ceus_box", "us_box", "ceus_side")
     if (kwargs.get("ceus_box") is None) != (kwargs.get("us_box") is None):
         raise click.UsageError("--ceus-box and --us-box go together")
+    if kwargs.get("layout_file"):
+        from ceuspipe.video.panels import load_layout
+
+        load_layout(kwargs["layout_file"])  # a bad layout file is one error, not one per exam
     return {k: kwargs.get(k) for k in keys}
