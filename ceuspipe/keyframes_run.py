@@ -99,7 +99,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     Raises :class:`InputError` for unreadable input or an undetectable layout.
     """
     from ceuspipe.video.layout import resolve_layout
-    from ceuspipe.video.reader import iter_frames
+    from ceuspipe.video.reader import check_clip_length, iter_frames
 
     final = exam_dir(Path(out_root), exam)
     if final.exists() and not config.overwrite:
@@ -144,9 +144,10 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
                 flush_pending()
         else:
             consume(frame, sample_numbers)
+    if layout is None and not pending:
+        raise InputError(exam.path, "no frames could be decoded")
+    check_clip_length(exam.path, decoded.count, decoded.last_time_s)
     if layout is None:
-        if not pending:
-            raise InputError(exam.path, "no frames could be decoded")
         flush_pending()
 
     if len(rows) < config.k:
@@ -222,7 +223,6 @@ def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, confi
     from tqdm import tqdm
 
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
     report = KeyframesReport()
     bar = tqdm(total=len(exams), unit="video", desc="key frames", disable=not progress)
     if jobs == 1 or len(exams) <= 1:
@@ -232,13 +232,14 @@ def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, confi
             delayed(_safe_extract)(e, str(out_root), config) for e in exams)
     for result in results:
         report.results.append(result)
-        if result.status == "failed":
-            log.error("failed: %s", result.error)
+        if result.status == "failed":  # the caller reports result.error (one line)
+            log.debug("failed: %s", result.error)
         bar.update(1)
     bar.close()
     order = {id(e): i for i, e in enumerate(exams)}
     report.results.sort(key=lambda r: (r.exam.patient_id, r.exam.exam_id, order.get(id(r.exam), 0)))
-    write_manifest(out_root)
+    if out_root.is_dir():  # created by an exam written now or in an earlier run; else leave no trace
+        write_manifest(out_root)
     return report
 
 

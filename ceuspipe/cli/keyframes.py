@@ -33,12 +33,13 @@ def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, **layout_kw):
     config = KeyframeConfig(sample_fps=sample_fps, k=k, overwrite=overwrite, **layout_overrides(layout_kw))
     report = run_keyframes(exams, out, config, jobs=jobs, progress=show_progress())
     done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
-    frames = sum(r.n_selected for r in done)
-    click.echo(f"{len(exams)} exam(s): {len(done)} done ({frames} key frames), "
-               f"{len(skipped)} skipped (exist; --overwrite to redo), {len(failed)} failed")
-    click.echo(f"manifest: {out}/manifest.csv")
-    for r in failed:
-        click.echo(f"  FAILED {r.error}", err=True)
+    if done or skipped:
+        frames = sum(r.n_selected for r in done)
+        click.echo(f"{len(exams)} exam(s): {len(done)} done ({frames} key frames), "
+                   f"{len(skipped)} skipped (exist; --overwrite to redo), {len(failed)} failed")
+        click.echo(f"manifest: {out}/manifest.csv")
+    for r in failed:  # one line per failed exam, naming its file and the problem
+        click.echo(f"ceuspipe: error: {r.error}", err=True)
     if failed:
         raise SystemExit(1)
 

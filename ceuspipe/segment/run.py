@@ -190,9 +190,11 @@ class _Sampler:
         self.fps = sample_fps
         self.next_n = 0
         self.decoded = 0
+        self.last_time_s = 0.0
 
     def __call__(self, time_s: float) -> bool:
         self.decoded += 1
+        self.last_time_s = time_s
         if self.fps is None:
             return True
         reached = int(np.floor(time_s * self.fps + 1e-9))
@@ -449,6 +451,9 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     stream_s = time.perf_counter() - t0
     if len(acc) == 0:
         raise InputError(clip, "no frames were segmented")
+    from ceuspipe.video.reader import check_clip_length
+
+    check_clip_length(clip, sampler.decoded, sampler.last_time_s)
     return {"frames": len(acc), "decoded": sampler.decoded, "duration_s": float(acc.arrays()["time_s"][-1]),
             "layout": layout_box["layout"], "tic": acc, "stream_s": stream_s}
 

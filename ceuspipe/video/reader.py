@@ -27,6 +27,10 @@ from ceuspipe.errors import InputError
 
 log = logging.getLogger("ceuspipe")
 
+#: Shortest clip (seconds of presentation time) that key-frame extraction and
+#: segmentation accept: a shorter clip cannot hold a perfusion sequence.
+MIN_CLIP_S = 1.0
+
 #: Smallest step (seconds) enforced between consecutive frame times; a frame whose
 #: presentation time does not increase is kept in place and moved to previous + this.
 TIME_NUDGE_S = 1e-6
@@ -197,6 +201,8 @@ def _check_exists(path: Path) -> None:
         raise InputError(path, "no such file or folder")
     if path.is_dir():
         raise InputError(path, "is a folder, not a video file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot be read (permission denied)")
 
 
 def _open(path: Path) -> "av.container.InputContainer":
@@ -205,7 +211,11 @@ def _open(path: Path) -> "av.container.InputContainer":
     try:
         return av.open(str(path), "r")
     except av.InvalidDataError as err:
-        raise InputError(path, f"not a video file ({err.strerror or err})") from err
+        raise InputError(path, "not a video file, or damaged or truncated "
+                               f"({err.strerror or err})") from err
+    except av.EOFError as err:
+        raise InputError(path, "file ends before the first frame (zero-frame, truncated "
+                               "or damaged video)") from err
     except av.FFmpegError as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise InputError(path, f"cannot be read as a video, damaged or truncated ({reason})") from err
@@ -233,6 +243,26 @@ def _rate(stream) -> float | None:
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def clip_duration_s(n_frames: int, last_time_s: float) -> float:
+    """Seconds covered by ``n_frames`` frames whose last one is shown at ``last_time_s``
+    (first at 0): the last time plus one mean frame interval; 0.0 for a single frame."""
+    if n_frames <= 1:
+        return 0.0
+    return float(last_time_s) * n_frames / (n_frames - 1)
+
+
+def check_clip_length(path: str | os.PathLike, n_frames: int, last_time_s: float,
+                      minimum_s: float = MIN_CLIP_S) -> float:
+    """Return :func:`clip_duration_s`; raise :class:`InputError` when it is under ``minimum_s``."""
+    duration = clip_duration_s(n_frames, last_time_s)
+    if n_frames == 1:
+        raise InputError(path, f"a single frame, not a clip (at least {minimum_s:g} s of video needed)")
+    if duration < minimum_s:
+        raise InputError(path, f"clip is {duration:.2f} s long ({n_frames} frames), shorter than "
+                               f"the {minimum_s:g} s needed")
+    return duration
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
