@@ -103,6 +103,8 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
         raise InputError(path, "pipeline file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not valid TOML (not UTF-8 text)") from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 

@@ -36,6 +36,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot be read (permission denied)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol notices on foreign files
@@ -56,12 +58,36 @@ def check_matches(path: str | Path, config: dict, variant: str, width: float) ->
 
 
 def _reason(exc: BaseException) -> str:
-    """One short line from a torch.load failure (the 'Unsupported global' line when there is one)."""
+    """One short line from a torch.load failure (the line naming a refused global when there is one)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for ln in lines:
         if "Unsupported global" in ln or "Unsupported operand" in ln:
             return ln.split("error:")[-1].strip()[:200]
+        if "unsupported GLOBAL" in ln or "blocked" in ln:
+            return ln[:200]
     return (lines[0] if lines else exc.__class__.__name__)[:200]
+
+
+def _state_dict_problem(exc: BaseException) -> str:
+    """Short description of a ``load_state_dict`` failure (counts and a first example)."""
+    text = str(exc)
+    import re
+
+    missing = re.search(r'Missing key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)', text)
+    unexpected = re.search(r'Unexpected key\(s\) in state_dict: ((?:"[^"]*"(?:, )?)+)', text)
+    shape = re.search(r"size mismatch for ([^:]+): (.*?)\.(?:\n|$)", text)
+    parts = []
+    if missing:
+        keys = re.findall(r'"([^"]*)"', missing.group(1))
+        parts.append(f"{len(keys)} weight(s) missing (e.g. {keys[0]})")
+    if unexpected:
+        keys = re.findall(r'"([^"]*)"', unexpected.group(1))
+        parts.append(f"{len(keys)} unexpected (e.g. {keys[0]})")
+    if shape:
+        parts.append(f"shape mismatch for {shape.group(1)}")
+    if not parts:
+        parts.append(text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__)
+    return ("; ".join(parts))[:300]
 
 
 def rng_state() -> dict:
@@ -88,10 +114,12 @@ def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = 
     from ceuspipe.model import build_model
 
     data = read_checkpoint(checkpoint_path)
-    config = dict(data["config"])
     try:
+        config = dict(data["config"])
         model = build_model(config["variant"], float(config["width"]), int(config.get("in_channels", 1)))
         model.load_state_dict(data["model"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise InputError(checkpoint_path, f"weights do not fit the model: {str(exc).splitlines()[0][:200]}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        variant = data["config"].get("variant") if isinstance(data["config"], dict) else None
+        raise InputError(checkpoint_path, f"weights do not fit a {variant!r} model "
+                                          f"(saved from another variant or width?): {_state_dict_problem(exc)}") from None
     return model.to(device).eval(), config

@@ -152,16 +152,24 @@ def _train(config, info, device, run_dir, progress, dataset_cls, build_model) ->
     history: list[dict] = []
     best_dice, best_epoch, start = -1.0, 0, 0
     if config.resume:
-        ckpt = read_checkpoint(run_dir / "last.pt", map_location="cpu")
-        check_matches(run_dir / "last.pt", ckpt["config"], config.variant, config.width)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        start = int(ckpt["epoch"])
-        best_dice, best_epoch = float(ckpt["best_dice"]), int(ckpt["best_epoch"])
-        history = [dict(r) for r in ckpt["history"]]
+        last = run_dir / "last.pt"
+        ckpt = read_checkpoint(last, map_location="cpu")
+        if not isinstance(ckpt["config"], dict):
+            raise InputError(last, "not a ceuspipe checkpoint (config is not a mapping)")
+        check_matches(last, ckpt["config"], config.variant, config.width)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+            start = int(ckpt["epoch"])
+            best_dice, best_epoch = float(ckpt["best_dice"]), int(ckpt["best_epoch"])
+            history = [dict(r) for r in ckpt["history"]]
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+            raise InputError(last, f"cannot resume from this checkpoint ({exc.__class__.__name__}: "
+                                   f"{reason})") from None
         log.info("resuming %s after epoch %d", run_dir, start)
     run_config = _run_config(config, device, info)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
