@@ -7,6 +7,8 @@ never leaves a half-written file or folder that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import re
 import shutil
@@ -15,6 +17,14 @@ from pathlib import Path
 from typing import Iterator
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: Longest name :func:`safe_name` returns, so that file names built from two ids
+#: and a suffix stay well under the 255-byte limit of common file systems.
+MAX_NAME = 80
+
+#: ``errno`` values that mean "the disk cannot take this output" (full, quota,
+#: read-only, file too large): reported as :class:`~ceuspipe.errors.OutputError`.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def _current_umask() -> int:
@@ -33,14 +43,52 @@ def set_default_mode(path: str | os.PathLike) -> None:
     os.chmod(path, base & ~_current_umask())
 
 
-def safe_name(name: str, fallback: str = "unnamed") -> str:
-    """Return ``name`` reduced to ``[A-Za-z0-9._-]``, never ``.``/``..`` or empty.
+def safe_name(name: str, fallback: str = "unnamed", max_len: int = MAX_NAME) -> str:
+    """Return ``name`` reduced to ``[A-Za-z0-9._-]``, never ``.``/``..``, empty, or
+    starting with ``-`` or ``.``, at most ``max_len`` characters.
 
     Used for every path component derived from input (patient ids, file stems),
-    so that nothing from an input can escape the output folder.
+    so that nothing from an input can escape the output folder or be taken for
+    an option. A longer name is cut and gets ``_`` plus 8 hex digits of the
+    SHA-1 of the original, so distinct long names stay distinct.
     """
     cleaned = _UNSAFE.sub("_", name).strip("._-")
+    if len(cleaned) > max_len:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        cleaned = cleaned[:max(1, max_len - 9)].rstrip("._-") + "_" + digest
     return cleaned or fallback
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; return the folders it created, deepest first."""
+    created: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders created by :func:`_make_parents` for an output that failed (if still empty)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def output_error(exc: BaseException, final: str | os.PathLike) -> BaseException:
+    """The exception to raise when writing ``final`` failed with ``exc``.
+
+    A full, read-only or over-quota disk becomes one :class:`OutputError` line
+    naming ``final``; anything else is returned unchanged.
+    """
+    from ceuspipe.errors import OutputError
+
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        reason = exc.strerror or os.strerror(exc.errno)
+        return OutputError(final, f"cannot be written ({reason}); nothing was left half-written")
+    return exc
 
 
 @contextlib.contextmanager
@@ -52,8 +100,15 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     complete.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    created = _make_parents(final.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except FileNotFoundError:  # a parallel failed output removed the empty parent just now
+        created += _make_parents(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except BaseException as exc:
+        _remove_empty(created)
+        raise output_error(exc, final) from exc
     set_default_mode(tmp)
     try:
         yield tmp
@@ -66,25 +121,51 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _remove_empty(created)
+        err = output_error(exc, final)
+        err = _outside_tmp(err, tmp, final)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+def _outside_tmp(exc: BaseException, tmp: Path, final: Path) -> BaseException:
+    """An :class:`OutputError` about a file inside the temporary folder, renamed to its final place."""
+    from ceuspipe.errors import OutputError
+
+    if isinstance(exc, OutputError):
+        with contextlib.suppress(ValueError):
+            rel = Path(exc.path).relative_to(tmp)
+            return OutputError(final / rel, exc.problem)
+    return exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
+
+    On failure nothing is left: no temporary file and no folder this call created;
+    a full or read-only disk is raised as :class:`~ceuspipe.errors.OutputError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    set_default_mode(tmp)
+    created = _make_parents(path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        set_default_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _remove_empty(created)
+        err = output_error(exc, path)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

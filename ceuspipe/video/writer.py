@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ceuspipe.fsutil import set_default_mode
+from ceuspipe.fsutil import output_error, set_default_mode
 
 # Codecs whose encoders reject a 1/90000 time base (MPEG-4 part 2: denominator <= 65535).
 _SMALL_TIMEBASE = {"mpeg4", "msmpeg4", "msmpeg4v2", "h263"}
@@ -62,7 +62,11 @@ class VideoWriter:
         self._closed = False
 
     def write(self, image: np.ndarray, time_s: float) -> None:
-        """Encode one frame shown at ``time_s`` seconds (must increase)."""
+        """Encode one frame shown at ``time_s`` seconds (must increase).
+
+        A disk error (full, read-only) drops the partial file and raises
+        :class:`~ceuspipe.errors.OutputError` naming :attr:`path`.
+        """
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame {image.shape[:2]} does not match writer {(self.height, self.width)}")
         image = np.ascontiguousarray(image)
@@ -74,19 +78,27 @@ class VideoWriter:
         self._last_pts = pts
         frame.pts = pts
         frame.time_base = self._time_base
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except OSError as exc:
+            self.abort()
+            raise output_error(exc, self.path) from exc
         self.frames_written += 1
 
     def close(self) -> None:
         """Flush the encoder and move the finished file to its final name."""
         if self._closed:
             return
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        except BaseException as exc:
+            self.abort()
+            raise output_error(exc, self.path) from exc
         self._closed = True
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the partial output (nothing appears under the final name)."""
