@@ -235,7 +235,8 @@ def iter_dicom_frames(path: str | os.PathLike, *,
 
     ``select(time_s)`` is called once per frame in order, before that frame's
     pixels are read; rejected frames are never read. Raises :class:`InputError`
-    for non-ultrasound files, missing pixel data or timing, or undecodable data.
+    for non-ultrasound files, missing pixel data or timing, or undecodable or
+    truncated pixel data (also after some frames were yielded).
     """
     path = Path(path)
     ds = read_header(path)
@@ -270,7 +271,9 @@ def iter_dicom_frames(path: str | os.PathLike, *,
             raise select_error[0] from None
         if yielded == 0:
             raise InputError(path, f"DICOM pixel data cannot be decoded ({err})") from err
-        log.warning("%s: stopped after %d frame(s): DICOM pixel data damaged (%s)",
-                    path, yielded, err)
+        # Native pixel data ends early when the file is truncated; frames already
+        # handed out cannot be taken back, so the whole clip is refused.
+        raise InputError(path, f"DICOM pixel data damaged or truncated after {yielded} of "
+                               f"{times.size} frame(s) ({err})") from err
     if select_error:
         raise select_error[0]
