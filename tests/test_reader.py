@@ -338,3 +338,16 @@ def test_frame_time_fallbacks_without_pts():
     bare = SimpleNamespace(pts=None, dts=None, duration=0, time_base=tb)
     assert _frame_time(bare, tb, Fraction(2), step) == Fraction(2) + step
     assert _frame_time(bare, tb, None, step) == 0
+
+
+def test_side_data_read_once_per_clip(tmp_path, monkeypatch):
+    """PyAV 18 leaks on every frame.side_data access; the reader must not touch it per frame."""
+    from ceuspipe.video import reader
+
+    path = tmp_path / "c.mp4"
+    make_clip(path, [i / 10 for i in range(30)])
+    calls = []
+    real = reader._frame_orientation
+    monkeypatch.setattr(reader, "_frame_orientation", lambda f: calls.append(1) or real(f))
+    frames = list(iter_frames(path))
+    assert len(frames) == 30 and len(calls) == 1

