@@ -83,12 +83,23 @@ def exam_dir(out_root: Path, exam: ExamInput) -> Path:
     return Path(out_root) / exam.patient_id / exam.exam_id
 
 
-def _png_bytes(image: np.ndarray, path_for_errors: Path) -> bytes:
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` RGB or ``(H, W)`` grey uint8 image as lossless PNG."""
+    image = np.ascontiguousarray(image)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
-        raise CeuspipeError(f"{path_for_errors}: PNG encoding failed")
-    return buf.tobytes()
+        raise CeuspipeError(f"{path}: PNG encoding failed")
+    path.write_bytes(buf.tobytes())
+
+
+def _write_pngs(items: list[tuple[Path, np.ndarray]]) -> None:
+    """Write many PNGs on all cores (OpenCV releases the GIL while encoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(lambda item: _write_png(*item), items):
+            pass
 
 
 def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeConfig) -> ExamResult:
@@ -156,16 +167,17 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     kept = top.items()
     with atomic_dir(final, overwrite=config.overwrite) as tmp:
         frames_meta = []
+        pngs: list[tuple[Path, np.ndarray]] = []
         for score, n, (time_s, mean_gray, masked) in kept:
             stem = f"{exam.patient_id}__{exam.exam_id}__{n:04d}"
             names = {"frame_path": f"{stem}_full.png", "ceus_path": f"{stem}_ceus.png",
                      "us_path": f"{stem}_us.png"}
             images = {"frame_path": masked, "ceus_path": crop(masked, layout.ceus),
                       "us_path": crop(masked, layout.us)}
-            for key, name in names.items():
-                (tmp / name).write_bytes(_png_bytes(np.ascontiguousarray(images[key]), final / name))
+            pngs += [(tmp / name, images[key]) for key, name in names.items()]
             frames_meta.append({"stem": stem, "sample_index": n, "time_s": round(time_s, 6),
                                 "score": round(score, 6), "ceus_gray": round(mean_gray, 6), **names})
+        _write_pngs(pngs)
         meta = {
             "source": str(exam.path),
             "patient_id": exam.patient_id,
