@@ -20,8 +20,9 @@ CEUS panel, brightened everywhere by a flash) when given, otherwise on the ROI
 values. Panel means are log-compressed grey levels averaged over the whole panel:
 smooth, but a flash during enhancement can rise only to full scale (grey 255), so
 their rise threshold relative to the curve's range is lower
-(:data:`PANEL_MIN_REL_RISE`, 5 %) than for ROI values (25 %). Thresholds are relative to a robust noise level (MAD of first differences)
-and to the curve's own range, so they do not depend on units or scanner.
+(:data:`PANEL_MIN_REL_RISE`, 5 %) than for ROI values (25 %). Thresholds are relative
+to a robust noise level (MAD of first differences) and to the curve's own range, so
+they do not depend on units or scanner.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["FLAG_NAMES", "PANEL_MIN_REL_RISE", "running_median", "noise_level", "detect_flash", "detect_destruction",
-           "detect_jumps", "confirm_jumps", "frame_flags"]
+__all__ = ["FLAG_NAMES", "PANEL_MIN_REL_RISE", "running_median", "noise_level", "detect_flash",
+           "detect_destruction", "detect_jumps", "confirm_jumps", "frame_flags"]
 
 FLAG_NAMES = ("empty_mask", "user", "flash", "destruction", "jump")
 # Flash rise threshold relative to the range of the whole-panel mean grey curve. A phantom
