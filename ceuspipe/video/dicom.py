@@ -33,6 +33,8 @@ from ceuspipe.video.reader import Frame, RelativeClock, VideoInfo
 
 log = logging.getLogger("ceuspipe")
 
+#: More frames than any real cine (an hour at 250 fps): a damaged NumberOfFrames.
+MAX_FRAMES = 900_000
 _FRAME_TIME_VECTOR = 0x00181065
 _FRAME_TIME = 0x00181063
 _SUPPORTED_PHOTOMETRIC = {"RGB", "YBR_FULL", "YBR_FULL_422", "MONOCHROME1", "MONOCHROME2",
@@ -66,22 +68,49 @@ def read_header(path: str | os.PathLike):
         raise InputError(path, "no such file or folder")
     try:
         ds = pydicom.dcmread(path, defer_size=1024)
+        return _checked_header(ds, path)
+    except InputError:
+        raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as err:
-        raise InputError(path, f"not a readable DICOM file ({err})") from err
+        raise InputError(path, f"not a readable DICOM file ({_shown(err, 80)})") from err
+    except Exception as err:  # noqa: BLE001 - pydicom raises many types for damaged headers
+        raise InputError(path, f"not a readable DICOM file ({err.__class__.__name__}: "
+                               f"{_shown(err, 80)})") from err
+
+
+def _shown(value, limit: int = 24) -> str:
+    """``value`` as one short printable-ASCII line for an error message: a damaged
+    header can make a field run into the next ones (patient name included)."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in str(value))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _header_call(path: Path, fn, *args):
+    """``fn(*args)`` on header values; any failure of a damaged header is an :class:`InputError`."""
+    try:
+        return fn(*args)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - damaged values fail in many ways
+        raise InputError(path, f"damaged DICOM header ({err.__class__.__name__}: {_shown(err, 80)})") from err
+
+
+def _checked_header(ds, path: Path):
+    """Validate the header fields :func:`read_header` promises; ``ds`` is returned."""
     modality = str(ds.get("Modality", "") or "").strip()
     if not modality:
         log.warning("%s: DICOM has no Modality; read as ultrasound", path)
     elif modality.upper() != "US":
-        raise InputError(path, f"not an ultrasound DICOM (Modality={modality})")
+        raise InputError(path, f"not an ultrasound DICOM (Modality={_shown(modality, 16)})")
     if "PixelData" not in ds:
         raise InputError(path, "DICOM has no pixel data")
     tsyntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if tsyntax.startswith(_VIDEO_SYNTAX_PREFIX):
-        raise InputError(path, f"DICOM with encapsulated video (transfer syntax {tsyntax}) "
+        raise InputError(path, f"DICOM with encapsulated video (transfer syntax {_shown(tsyntax, 64)}) "
                                "is not supported; export the cine as MP4 instead")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in _SUPPORTED_PHOTOMETRIC:
-        raise InputError(path, f"unsupported DICOM photometric interpretation {photometric!r}")
+        raise InputError(path, f"unsupported DICOM photometric interpretation {_shown(photometric, 16)!r}")
     for key in ("Rows", "Columns", "BitsAllocated"):
         if key not in ds:
             raise InputError(path, f"DICOM lacks {key}")
@@ -106,6 +135,8 @@ def frame_times(ds, path: str | os.PathLike) -> np.ndarray:
     n = number_of_frames(ds)
     if n == 1:
         return np.zeros(1)
+    if n > MAX_FRAMES:
+        raise InputError(path, f"DICOM claims {n} frames (more than {MAX_FRAMES}): damaged header")
     pointer = ds.get("FrameIncrementPointer")
     pointers = {int(p) for p in (pointer if isinstance(pointer, (list, tuple)) or
                                  type(pointer).__name__ == "MultiValue" else [pointer])
@@ -153,9 +184,14 @@ def _times_from(ds, source: str, n: int, path) -> np.ndarray | None:
 
 
 def _strictly_increasing(times: np.ndarray, path) -> np.ndarray:
+    from ceuspipe.video.reader import MAX_CLIP_S
+
     clock = RelativeClock()
     out = np.array([clock(float(t)) for t in times], dtype=np.float64)
     clock.report(path)
+    if out.size and not out[-1] <= MAX_CLIP_S:
+        raise InputError(path, f"DICOM frame times reach {out[-1]:.3g} s, beyond {MAX_CLIP_S:g} s: "
+                               "damaged timing attributes")
     return out
 
 
@@ -197,6 +233,10 @@ def probe_dicom(path: str | os.PathLike) -> VideoInfo:
     """:class:`VideoInfo` for a DICOM cine from its header (kind ``"dicom"``, rotation 0)."""
     path = Path(path)
     ds = read_header(path)
+    return _header_call(path, _probe_from_header, ds, path)
+
+
+def _probe_from_header(ds, path: Path) -> VideoInfo:
     times = frame_times(ds, path)
     n = times.size
     fps = None
@@ -240,8 +280,8 @@ def iter_dicom_frames(path: str | os.PathLike, *,
     """
     path = Path(path)
     ds = read_header(path)
-    times = frame_times(ds, path)
-    if int(ds.get("BitsAllocated", 8)) > 8:
+    times = _header_call(path, frame_times, ds, path)
+    if _header_call(path, lambda: int(ds.get("BitsAllocated", 8))) > 8:
         log.warning("%s: %s-bit DICOM samples scaled linearly to 8 bits (BitsStored=%s)",
                     path, ds.get("BitsAllocated"), ds.get("BitsStored"))
     current = [-1]

@@ -31,6 +31,11 @@ log = logging.getLogger("ceuspipe")
 #: segmentation accept: a shorter clip cannot hold a perfusion sequence.
 MIN_CLIP_S = 1.0
 
+#: Latest frame time (seconds) believed: beyond it the timestamps are damaged (a
+#: corrupted time base can put frames millions of seconds apart, and sampling
+#: every second of such a "clip" would never end).
+MAX_CLIP_S = 6 * 3600.0
+
 #: Smallest step (seconds) enforced between consecutive frame times; a frame whose
 #: presentation time does not increase is kept in place and moved to previous + this.
 TIME_NUDGE_S = 1e-6
@@ -231,8 +236,19 @@ def _video_stream(container, path: Path):
     return container.streams.video[0]
 
 
+def _fraction(obj, attr: str) -> Fraction | None:
+    """A positive rational attribute (``time_base``, ``average_rate``...) or None; a damaged
+    header can hold a zero denominator, which PyAV reports by raising ZeroDivisionError."""
+    try:
+        value = getattr(obj, attr)
+    except (ZeroDivisionError, ValueError, OverflowError):
+        return None
+    return value if value is not None and value > 0 else None
+
+
 def _rate(stream) -> float | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    for name in ("average_rate", "guessed_rate", "base_rate"):
+        rate = _fraction(stream, name)
         if rate:
             try:
                 value = float(rate)
@@ -293,8 +309,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         if orient.transpose:
             w, h = h, w
         duration = None
-        if stream.duration and stream.time_base:
-            duration = float(stream.duration * stream.time_base)
+        stream_tb = _fraction(stream, "time_base")
+        if stream.duration and stream_tb:
+            duration = float(stream.duration * stream_tb)
         elif container.duration:
             duration = container.duration / av.time_base
         return VideoInfo(path=path, kind="video", width=w, height=h,
@@ -388,20 +405,25 @@ def _raw_frames(container, stream, path: Path) -> Iterator[av.VideoFrame]:
 
 def _decode(container, stream, path: Path) -> Iterator[tuple[av.VideoFrame, float]]:
     """Yield ``(frame, time_s)`` for every decodable frame with strictly increasing times."""
-    base = stream.time_base or Fraction(1, 90000)
+    base = _fraction(stream, "time_base") or Fraction(1, 90000)
     rate = _rate(stream)
-    step = 1 / Fraction(rate).limit_denominator(100000) if rate else Fraction(1, 30)
+    rate_q = Fraction(rate).limit_denominator(100000) if rate else Fraction(0)
+    step = 1 / rate_q if rate_q > 0 else Fraction(1, 30)  # a damaged header's rate can round to 0
     clock = RelativeClock()
     prev_abs: Fraction | None = None
     for frame in _raw_frames(container, stream, path):
         prev_abs = _frame_time(frame, base, prev_abs, step)
-        yield frame, clock(prev_abs)
+        time_s = clock(prev_abs)
+        if not time_s <= MAX_CLIP_S:
+            raise InputError(path, f"frame time {time_s:.3g} s is beyond {MAX_CLIP_S:g} s: "
+                                   "damaged timestamps")
+        yield frame, time_s
     clock.report(path)
 
 
 def _frame_time(frame, base: Fraction, prev_abs: Fraction | None, step: Fraction) -> Fraction:
     """Absolute presentation time of ``frame`` in seconds (exact fraction)."""
-    tb = frame.time_base or base
+    tb = _fraction(frame, "time_base") or base
     if frame.pts is not None:
         return frame.pts * Fraction(tb)
     if frame.dts is not None:
