@@ -131,12 +131,19 @@ def find_panels(grey_max: np.ndarray) -> list[Box]:
     return boxes
 
 
+def _channel_max(stack: np.ndarray) -> np.ndarray:
+    """Per-pixel max over the last (RGB) axis; elementwise, much faster than ``max(axis=-1)``."""
+    return np.maximum(np.maximum(stack[..., 0], stack[..., 1]), stack[..., 2])
+
+
 def _chroma(stack: np.ndarray, box: Box) -> float:
-    """Mean colour saturation (max - min channel) over the box's brighter pixels."""
-    sub = stack[:, box.y: box.y + box.h, box.x: box.x + box.w].astype(np.int16)
-    spread = sub.max(axis=3) - sub.min(axis=3)
-    bright = sub.max(axis=3) > 20
-    return float(spread[bright].mean()) if bright.any() else 0.0
+    """Mean colour saturation (max - min channel) over the box's brighter pixels
+    (every second row and column: a mean over speckle needs no more)."""
+    sub = stack[:, box.y: box.y + box.h: 2, box.x: box.x + box.w: 2]
+    high = _channel_max(sub)
+    low = np.minimum(np.minimum(sub[..., 0], sub[..., 1]), sub[..., 2])
+    bright = high > 20
+    return float((high[bright] - low[bright]).mean(dtype=np.float64)) if bright.any() else 0.0
 
 
 def _stability(grey: np.ndarray, box: Box) -> float | None:
@@ -176,7 +183,7 @@ def detect_layout(frames: Sequence[np.ndarray], *, source: str | os.PathLike | N
     """
     stack = _as_stack(frames, None if source is None else os.fspath(source))
     src = None if source is None else os.fspath(source)
-    grey = stack.max(axis=3)
+    grey = _channel_max(stack)
     panels = find_panels(grey.max(axis=0))
     n = len(panels)
     if n >= 2:
