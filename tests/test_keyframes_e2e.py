@@ -9,15 +9,14 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import pydicom
 import pytest
 from click.testing import CliRunner
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ceuspipe.cli import main as cli
 from ceuspipe.synth.config import PhantomConfig
 from ceuspipe.synth.generate import generate_exam
+
+from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's default import mode
 
 SMALL = dict(width=320, height=180, fps=6.0)
 
@@ -136,29 +135,6 @@ def test_failed_video_is_reported_and_others_finish(tmp_path):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
-def _write_dicom(path: Path, frames: np.ndarray, frame_time_ms: float) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # US multi-frame
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.NumberOfFrames = len(frames)
-    ds.Rows, ds.Columns = frames.shape[1:3]
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.FrameTime = f"{frame_time_ms:.3f}"
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_cine_input(tmp_path):
     clip = make_clip(tmp_path / "v", "P006", 6.0)
     container = av.open(str(clip))
@@ -166,7 +142,7 @@ def test_dicom_cine_input(tmp_path):
     container.close()
     dcm = tmp_path / "dicom" / "P006" / "IM0001"  # no suffix: found by content
     dcm.parent.mkdir(parents=True)
-    _write_dicom(dcm, frames, 1000 / SMALL["fps"])
+    write_dicom(dcm, frames, frame_time_ms=1000 / SMALL["fps"])
     out = tmp_path / "out"
     res = run_cli("keyframes", str(tmp_path / "dicom"), str(out), "-k", "3")
     assert res.exit_code == 0, res.output

@@ -77,15 +77,32 @@ def _abs(base_dir: Path, value: str) -> str:
 # ---------------------------------------------------------------- keyframes
 
 
-def _keyframe_config(options: dict):
-    from ceuspipe.keyframes_run import KeyframeConfig
+def _with_boxes(options: dict) -> dict:
+    """Copy of stage options with ``[x, y, w, h]`` panel boxes turned into :class:`Box`."""
     from ceuspipe.video.panels import Box
 
     opts = dict(options)
     for key in ("ceus_box", "us_box"):
         if opts.get(key) is not None:
             opts[key] = Box(*opts[key])
-    return KeyframeConfig(**opts)
+    return opts
+
+
+def _check_boxes(options: dict) -> None:
+    """Validate the optional ``ceus_box`` / ``us_box`` pair (``[x, y, w, h]`` integers)."""
+    for key in ("ceus_box", "us_box"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, list) or len(v) != 4
+                              or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
+            raise ValueError(f"{key}: must be [x, y, w, h] in full-frame pixels, got {v!r}")
+    if (options.get("ceus_box") is None) != (options.get("us_box") is None):
+        raise ValueError("ceus_box: ceus_box and us_box go together")
+
+
+def _keyframe_config(options: dict):
+    from ceuspipe.keyframes_run import KeyframeConfig
+
+    return KeyframeConfig(**_with_boxes(options))
 
 
 def _prepare_keyframes(options: dict, base_dir: Path) -> dict:
@@ -103,13 +120,7 @@ def _prepare_keyframes(options: dict, base_dir: Path) -> dict:
         v = options.get(key, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
-    for key in ("ceus_box", "us_box"):
-        v = options.get(key)
-        if v is not None and (not isinstance(v, list) or len(v) != 4
-                              or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-            raise ValueError(f"{key}: must be [x, y, w, h] in full-frame pixels, got {v!r}")
-    if (options.get("ceus_box") is None) != (options.get("us_box") is None):
-        raise ValueError("ceus_box: ceus_box and us_box go together")
+    _check_boxes(options)
     if options.get("ceus_side") not in (None, "left", "right"):
         raise ValueError(f"ceus_side: must be 'left' or 'right', got {options['ceus_side']!r}")
     if options.get("layout_file") is not None:
@@ -147,13 +158,8 @@ keyframes_stage.prepare = _prepare_keyframes
 
 def _segment_config(options: dict):
     from ceuspipe.segment.run import SegmentConfig
-    from ceuspipe.video.panels import Box
 
-    opts = {k: v for k, v in options.items() if k != "model"}
-    for key in ("ceus_box", "us_box"):
-        if opts.get(key) is not None:
-            opts[key] = Box(*opts[key])
-    return SegmentConfig(**opts)
+    return SegmentConfig(**_with_boxes({k: v for k, v in options.items() if k != "model"}))
 
 
 def _prepare_segment(options: dict, base_dir: Path) -> dict:
@@ -189,13 +195,7 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
                 key == "device" and isinstance(options[key], str) and options[key].startswith("cuda:")):
             raise ValueError(f"{key}: must be one of {', '.join(str(a) for a in allowed if a)}, "
                              f"got {options[key]!r}")
-    for key in ("ceus_box", "us_box"):
-        v = options.get(key)
-        if v is not None and (not isinstance(v, list) or len(v) != 4
-                              or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-            raise ValueError(f"{key}: must be [x, y, w, h] in full-frame pixels, got {v!r}")
-    if (options.get("ceus_box") is None) != (options.get("us_box") is None):
-        raise ValueError("ceus_box: ceus_box and us_box go together")
+    _check_boxes(options)
     _segment_config(options)
     return options
 
