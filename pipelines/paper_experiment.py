@@ -9,8 +9,8 @@ ISBI 2022, next to the paper's own numbers.
     python pipelines/paper_experiment.py OUT                       # CPU: width 1/8, 60 epochs
     python pipelines/paper_experiment.py OUT --width 1 --epochs 150 --batch-size 16  # GPU, paper size
 
-Outputs in OUT/: phantom/, keyframes/, annotations/, dataset/, runs/<variant>/ (each a
-`ceuspipe train` run folder with eval/metrics.json), results.json, results.csv,
+Outputs in OUT/: phantom/, keyframes/, annotations/, dataset/, runs/<variant>/seed<k>/
+(each a `ceuspipe train` run folder with eval/metrics.json), results.json, results.csv,
 table1.md, table2.md. Test metrics use each run's LAST checkpoint: the runs validate on
 the test split each epoch, so picking the best epoch would select on the test set.
 
@@ -71,19 +71,20 @@ def build_phantom_dataset(out: Path, args) -> Path:
     return dataset
 
 
-def run_variant(variant: str, dataset: Path, out: Path, args) -> dict:
+def run_variant(variant: str, dataset: Path, out: Path, args, seed: int) -> dict:
+    """Train one variant with one training seed (or reuse a finished run) and test it."""
     from ceuspipe.train.config import TrainConfig
     from ceuspipe.train.evaluate import evaluate
     from ceuspipe.train.loop import train
 
-    run_dir = out / "runs" / variant
+    run_dir = out / "runs" / variant / f"seed{seed}"
     metrics_file = run_dir / "eval" / "metrics.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
     t = time.perf_counter()
     cfg = TrainConfig(dataset=str(dataset), run_dir=str(run_dir), variant=variant, width=args.width,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
-                      device=args.device, seed=args.seed, resume=(run_dir / "last.pt").is_file())
+                      device=args.device, seed=seed, resume=(run_dir / "last.pt").is_file())
     result = train(cfg)
     seconds = time.perf_counter() - t
     metrics = evaluate(run_dir / "last.pt", dataset, split="test", out_dir=run_dir / "eval", device=args.device)
@@ -97,10 +98,28 @@ def pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def over_seeds(per_seed: list[dict]) -> dict:
+    """Mean over training seeds of each run's mean test Dice/IoU, and their spread.
+
+    ``*_std`` here is the standard deviation between seeds (0 for one seed); the
+    per-case spread of each run stays in its eval/metrics.json.
+    """
+    import numpy as np
+
+    out = {"seeds": [r["seed"] for r in per_seed], "runs": per_seed,
+           "train_seconds": float(np.mean([r["train_seconds"] for r in per_seed])),
+           "n_test": len(per_seed[0]["cases"])}
+    for key in ("dice", "iou"):
+        values = np.array([r[f"{key}_mean"] for r in per_seed])
+        out[f"{key}_mean"], out[f"{key}_std"] = float(values.mean()), float(values.std())
+    return out
+
+
 def write_tables(out: Path, results: dict, args, n_test: int) -> None:
     setting = (f"phantom, {args.patients} patients, {n_test} test cases; width {args.width:g}, "
                f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}, {args.size}x{args.size}, "
-               f"seed {args.seed}; last checkpoint")
+               f"data seed {args.seed}, training seeds {' '.join(map(str, args.seeds))}; last checkpoint; "
+               f"mean ± std over training seeds of each run's mean test score")
     lines = ["# Table 1: comparison (Dice / IoU %)", "", f"Setting: {setting}.", "",
              "| method | phantom Dice | phantom IoU | paper MCLN Dice / IoU | paper BL Dice / IoU |",
              "|---|---|---|---|---|"]
@@ -122,10 +141,12 @@ def write_tables(out: Path, results: dict, args, n_test: int) -> None:
     (out / "table2.md").write_text("\n".join(lines) + "\n")
     with (out / "results.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["variant", "dice_mean", "dice_std", "iou_mean", "iou_std", "n_test", "train_seconds"])
-        for v, r in results.items():
-            w.writerow([v, r["dice_mean"], r["dice_std"], r["iou_mean"], r["iou_std"], len(r["cases"]),
-                        round(r["train_seconds"], 1)])
+        w.writerow(["variant", "seed", "dice_mean", "dice_std", "iou_mean", "iou_std", "n_test",
+                    "train_seconds"])
+        for v, agg in results.items():
+            for r in agg["runs"]:
+                w.writerow([v, r["seed"], r["dice_mean"], r["dice_std"], r["iou_mean"], r["iou_std"],
+                            len(r["cases"]), round(r["train_seconds"], 1)])
     (out / "results.json").write_text(json.dumps({"setting": vars(args) | {"out": str(args.out)},
                                                   "results": results}, indent=2, default=str) + "\n")
 
@@ -144,7 +165,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="phantom and dataset seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one run each)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
@@ -154,11 +176,15 @@ def main() -> None:
     dataset = build_phantom_dataset(args.out, args)
     results = {}
     for variant in args.variants:
-        r = run_variant(variant, dataset, args.out, args)
-        results[variant] = r
-        print(f"{variant:10s} Dice {pct(r['dice_mean'], r['dice_std'])}  IoU {pct(r['iou_mean'], r['iou_std'])}"
-              f"  ({r['train_seconds']:.0f} s)", flush=True)
-    n_test = len(next(iter(results.values()))["cases"])
+        per_seed = []
+        for seed in args.seeds:
+            r = run_variant(variant, dataset, args.out, args, seed)
+            r["seed"] = seed
+            per_seed.append(r)
+            print(f"{variant:10s} seed {seed}: Dice {pct(r['dice_mean'], r['dice_std'])}  "
+                  f"IoU {pct(r['iou_mean'], r['iou_std'])}  ({r['train_seconds']:.0f} s)", flush=True)
+        results[variant] = over_seeds(per_seed)
+    n_test = next(iter(results.values()))["n_test"]
     write_tables(args.out, results, args, n_test)
     print((args.out / "table1.md").read_text())
     print((args.out / "table2.md").read_text())
