@@ -15,9 +15,10 @@ table1.md, table2.md. Test metrics use each run's LAST checkpoint: the runs vali
 the test split each epoch, so picking the best epoch would select on the test set.
 
 Runtime with the defaults (24 patients, width 0.125, 60 epochs) on the project's 2-core
-CPU machine: 34 minutes measured (2046 s, while other jobs shared the cores; phantom 56 s,
-key frames 24 s, each variant 1-7.5 minutes). Results of that run: README, "The paper's
-experiment". On a GPU use --width 1 --epochs 150 --batch-size 16 (the paper's settings).
+CPU machine: phantom 56 s and key frames 24 s, then 35-65 s per variant and seed on quiet
+cores (about 6 minutes per seed for all seven variants; 34 minutes for one seed when other
+jobs shared the cores). Results of a 5-seed run: README, "The paper's experiment". On a
+GPU use --width 1 --epochs 150 --batch-size 16 (the paper's settings).
 """
 
 from __future__ import annotations
