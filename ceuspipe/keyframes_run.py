@@ -31,7 +31,8 @@ from ceuspipe.errors import CeuspipeError, InputError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
 from ceuspipe.keyframes import TimeSampler, TopK, change_score, to_gray
-from ceuspipe.video.panels import Box, PanelLayout, black_outside_panels, crop
+from ceuspipe.video.layout import LayoutOptions
+from ceuspipe.video.panels import PanelLayout, black_outside_panels, crop
 
 log = logging.getLogger("ceuspipe")
 
@@ -40,21 +41,13 @@ MANIFEST_COLUMNS = ("patient_id", "exam_id", "source", "sample_index", "time_s",
 
 
 @dataclass(frozen=True)
-class KeyframeConfig:
-    """Options of ``ceuspipe keyframes``.
-
-    ``layout_file`` / ``ceus_box`` / ``us_box`` / ``ceus_side`` override the
-    automatic panel detection, which looks at the first ``layout_samples``
-    samples of each clip.
-    """
+class KeyframeConfig(LayoutOptions):
+    """Options of ``ceuspipe keyframes``; the panel-layout ones come from
+    :class:`~ceuspipe.video.layout.LayoutOptions` (detection on the first
+    ``layout_samples`` samples of each clip)."""
 
     sample_fps: float = 1.0
     k: int = 40
-    layout_file: str | None = None
-    ceus_box: Box | None = None
-    us_box: Box | None = None
-    ceus_side: str | None = None
-    layout_samples: int = 8
     overwrite: bool = False
 
 
@@ -109,7 +102,6 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     the ``config.layout_samples`` frames used for layout detection.
     Raises :class:`InputError` for unreadable input or an undetectable layout.
     """
-    from ceuspipe.video.layout import resolve_layout
     from ceuspipe.video.reader import check_clip_length, iter_frames
 
     final = exam_dir(Path(out_root), exam)
@@ -140,9 +132,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
 
     def flush_pending() -> None:
         nonlocal layout
-        layout = resolve_layout([f.image for f, _ in pending], layout_file=config.layout_file,
-                                ceus_box=config.ceus_box, us_box=config.us_box,
-                                ceus_side=config.ceus_side, source=str(exam.path))
+        layout = config.resolve([f.image for f, _ in pending], source=str(exam.path))
         for f, ns in pending:
             consume(f, ns)
         pending.clear()

@@ -37,6 +37,7 @@ from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.predictor import (ModelSpec, Predictor, load_spec, make_predictor,
                                         prepare_panel, probability_to_mask, resolve_device)
 from ceuspipe.segment.temporal import TemporalMedian
+from ceuspipe.video.layout import LayoutOptions
 from ceuspipe.video.panels import Box, PanelLayout, crop
 
 log = logging.getLogger("ceuspipe")
@@ -47,7 +48,7 @@ _END = object()
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
+class SegmentConfig(LayoutOptions):
     """Options of :func:`segment_video`.
 
     ``sample_fps``: frames per second of presentation time to segment (None:
@@ -57,9 +58,9 @@ class SegmentConfig:
     range for linearising grey levels (dB). ``tic_model``: ``lognormal|gamma``.
     ``temporal_smoothing``: median window in frames (0 = off, see
     :mod:`ceuspipe.segment.temporal`). ``threshold``: probability threshold
-    (None: the checkpoint's, 0.5 in the paper). Layout options as in
-    :func:`ceuspipe.video.layout.resolve_layout`; ``layout_samples`` early
-    frames are used for detection. ``overwrite``: replace an existing output
+    (None: the checkpoint's, 0.5 in the paper). Layout options come from
+    :class:`~ceuspipe.video.layout.LayoutOptions` (``layout_samples`` early
+    frames are used for detection). ``overwrite``: replace an existing output
     folder. ``cache_dir``: where exported ONNX models are cached.
     ``overlay_crf``: H.264 quality of the overlay (lower = better).
     """
@@ -72,11 +73,6 @@ class SegmentConfig:
     tic_model: str = "lognormal"
     temporal_smoothing: int = 0
     threshold: float | None = None
-    layout_file: str | None = None
-    ceus_box: Box | None = None
-    us_box: Box | None = None
-    ceus_side: str | None = None
-    layout_samples: int = 8
     overwrite: bool = False
     cache_dir: str | None = None
     overlay_crf: int = 20
@@ -318,7 +314,6 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     import cv2
 
     from ceuspipe.tic import TicAccumulator
-    from ceuspipe.video.layout import resolve_layout
     from ceuspipe.video.reader import iter_frames
     from ceuspipe.video.writer import VideoWriter
 
@@ -366,9 +361,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             _put(in_q, _END, stop)
 
     def _layout(frames) -> PanelLayout:
-        layout = resolve_layout([f.image for f in frames], layout_file=config.layout_file,
-                                ceus_box=config.ceus_box, us_box=config.us_box,
-                                ceus_side=config.ceus_side, source=str(clip))
+        layout = config.resolve([f.image for f in frames], source=str(clip))
         layout_box["layout"] = layout
         layout_ready.set()
         return layout

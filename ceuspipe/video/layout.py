@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -260,3 +261,24 @@ def resolve_layout(frames: Sequence[np.ndarray], *, layout_file: str | os.PathLi
     if ceus_side is not None and layout.ceus_side != ceus_side:
         layout = PanelLayout(layout.us, layout.ceus, layout.frame_width, layout.frame_height)
     return layout
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """Panel-layout settings shared by every command that reads clips.
+
+    ``layout_file`` / ``ceus_box`` + ``us_box`` / ``ceus_side`` override the
+    automatic detection, which looks at the first ``layout_samples`` frames
+    (or samples) of each clip. Stage configs inherit these fields.
+    """
+
+    layout_file: str | None = None
+    ceus_box: Box | None = None
+    us_box: Box | None = None
+    ceus_side: str | None = None
+    layout_samples: int = 8
+
+    def resolve(self, frames: Sequence[np.ndarray], source: str | os.PathLike | None = None) -> PanelLayout:
+        """:func:`resolve_layout` with these settings."""
+        return resolve_layout(frames, layout_file=self.layout_file, ceus_box=self.ceus_box,
+                              us_box=self.us_box, ceus_side=self.ceus_side, source=source)
