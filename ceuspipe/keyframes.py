@@ -79,13 +79,6 @@ class TimeSampler:
         return int(math.floor(time_s * self.sample_fps + 1e-9)) >= self.next_n
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` RGB uint8 -> ``(H, W)`` uint8 BT.601 luma; grey input passes through."""
-    if image.ndim == 2:
-        return image
-    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-
-
 def change_score(gray: np.ndarray, previous_gray: np.ndarray | None) -> float:
     """Mean absolute grey-level difference between two ``(H, W)`` uint8 panels (0 without a previous one)."""
     if previous_gray is None:

@@ -27,10 +27,12 @@ import cv2
 import numpy as np
 
 from ceuspipe import __version__
+from ceuspipe.cpus import usable_cpus
 from ceuspipe.errors import CeuspipeError, InputError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
-from ceuspipe.keyframes import TimeSampler, TopK, change_score, to_gray
+from ceuspipe.keyframes import TimeSampler, TopK, change_score
+from ceuspipe.preprocess import to_gray
 from ceuspipe.video.layout import LayoutOptions
 from ceuspipe.video.panels import PanelLayout, black_outside_panels, crop
 
@@ -90,7 +92,7 @@ def _write_pngs(items: list[tuple[Path, np.ndarray]]) -> None:
     """Write many PNGs on all cores (OpenCV releases the GIL while encoding)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
         for _ in pool.map(lambda item: _write_png(*item), items):
             pass
 

@@ -10,6 +10,13 @@ import cv2
 import numpy as np
 
 
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` RGB uint8 -> ``(H, W)`` uint8 BT.601 luma (0-255); grey input passes through."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+
+
 def panel_to_input(panel: np.ndarray, size: int) -> np.ndarray:
     """Model input for one panel.
 
@@ -18,7 +25,7 @@ def panel_to_input(panel: np.ndarray, size: int) -> np.ndarray:
     averaging (``cv2.INTER_AREA``, no aliasing of speckle) when shrinking,
     bilinear when enlarging.
     """
-    gray = panel if panel.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(panel), cv2.COLOR_RGB2GRAY)
+    gray = to_gray(panel)
     h, w = gray.shape
     interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
     small = cv2.resize(np.ascontiguousarray(gray), (size, size), interpolation=interp)

@@ -16,7 +16,8 @@ from ceuspipe.synth.config import PhantomConfig, patient_seed
 from ceuspipe.synth.generate import exam_truth, generate_exam, generate_phantom, render_exam
 from ceuspipe.synth.screen import (TimerOverlay, gold_lut, gold_to_grey, make_geometry,
                                    render_static)
-from ceuspipe.synth.speckle import SpeckleGenerator, linearise, log_compress
+from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
+from ceuspipe.tic.linearize import linearize as linearise  # the project's inverse of log_compress
 from ceuspipe.synth.truth import (load_truth, truth_curves, truth_dir_for, truth_layout,
                                   truth_masks_at)
 from ceuspipe.video.panels import PanelLayout

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from ceuspipe.cpus import usable_cpus
 from ceuspipe.errors import InputError
 from ceuspipe.preprocess import panel_to_input
 
@@ -28,14 +29,6 @@ log = logging.getLogger("ceuspipe")
 
 ENGINES = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def prepare_panel(panel: np.ndarray, size: int) -> np.ndarray:
@@ -168,7 +161,7 @@ class OnnxPredictor:
         self._feed_for = feed_for
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or cpu_cores()
+        opts.intra_op_num_threads = threads or usable_cpus()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -38,6 +38,7 @@ from ceuspipe.segment.predictor import (ModelSpec, Predictor, load_spec, make_pr
                                         prepare_panel, probability_to_mask, resolve_device)
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.video.layout import LayoutOptions
+from ceuspipe.preprocess import to_gray
 from ceuspipe.video.panels import Box, PanelLayout, crop
 
 log = logging.getLogger("ceuspipe")
@@ -311,8 +312,6 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             threshold: float, fps_hint: float, progress: bool) -> dict:
     from tqdm import tqdm
 
-    import cv2
-
     from ceuspipe.tic import TicAccumulator
     from ceuspipe.video.reader import iter_frames
     from ceuspipe.video.writer import VideoWriter
@@ -390,8 +389,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             writers["overlay"].write(ov, item.time_s)
-            gray = cv2.cvtColor(np.ascontiguousarray(crop(item.image, ceus)), cv2.COLOR_RGB2GRAY)
-            acc.add(item.index, item.time_s, gray, mask)
+            acc.add(item.index, item.time_s, to_gray(crop(item.image, ceus)), mask)
 
     decoder = _Worker(decode, "ceuspipe-decode")
     encoder = _Worker(encode, "ceuspipe-encode")

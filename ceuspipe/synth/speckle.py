@@ -57,6 +57,7 @@ def log_compress(power: np.ndarray, dynamic_range_db: float, *, rounded: bool = 
 
     ``power``: any shape, float, >= 0. Returns ``uint8`` when ``rounded`` else
     ``float32`` grey levels (for images that are warped before rounding).
+    Its inverse is the project's own :func:`ceuspipe.tic.linearize.linearize`.
     """
     p = np.maximum(np.asarray(power, dtype=np.float32), np.float32(1e-30))
     g = cv2.log(p) if p.ndim == 2 else np.log(p)
@@ -67,9 +68,3 @@ def log_compress(power: np.ndarray, dynamic_range_db: float, *, rounded: bool = 
     if rounded:
         return np.rint(g).astype(np.uint8)
     return g
-
-
-def linearise(grey: np.ndarray, dynamic_range_db: float) -> np.ndarray:
-    """Inverse of :func:`log_compress`: ``10 ** ((g/255 - 1) * DR / 10)`` as float64."""
-    g = np.asarray(grey, dtype=np.float64)
-    return 10.0 ** ((g / 255.0 - 1.0) * float(dynamic_range_db) / 10.0)
