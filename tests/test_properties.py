@@ -94,7 +94,8 @@ def _inside_even_odd(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     for i in range(len(poly)):
         (x1, y1), (x2, y2) = poly[i], poly[(i + 1) % len(poly)]
         crosses = (y1 > y) != (y2 > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # edges that do not cross a point's row may divide by ~0; those points are masked out
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             xc = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
         inside ^= crosses & (xc > x)
     return inside
