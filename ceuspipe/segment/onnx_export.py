@@ -73,9 +73,8 @@ def export_onnx(model, out_path: str | os.PathLike, size: int, *, batch: int | N
     model = model.eval()
     n = batch or 2
     example = (torch.rand(n, 1, size, size), torch.rand(n, 1, size, size))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".export.tmp", dir=out.parent)
     os.close(fd)
-    set_default_mode(tmp)
     try:
         dyn = None if batch else {"ceus": {0: "batch"}, "us": {0: "batch"}, "logits": {0: "batch"}}
         try:
@@ -97,18 +96,65 @@ def export_onnx(model, out_path: str | os.PathLike, size: int, *, batch: int | N
                                   output_names=["logits"], dynamic_shapes=dyn_shapes,
                                   dynamo=True, verbose=False, external_data=False)
         proto = onnx.load(tmp)
-        meta = {"ceuspipe_config": json.dumps(config or {"size": size}, sort_keys=True, default=str),
-                "ceuspipe_export_format": str(EXPORT_FORMAT)}
-        for key, value in meta.items():
-            prop = proto.metadata_props.add()
-            prop.key, prop.value = key, value
+        set_metadata(proto, {"ceuspipe_config": json.dumps(config or {"size": size}, sort_keys=True, default=str),
+                             "ceuspipe_export_format": str(EXPORT_FORMAT)})
         onnx.checker.check_model(proto)
+        save_atomic(proto, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return out
+
+
+def save_atomic(proto, out: str | os.PathLike) -> Path:
+    """Save an ONNX ``ModelProto`` to ``out`` via a temporary file and a rename, so a
+    reader never sees half a model; permissions follow the umask. Returns the path."""
+    import onnx
+
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    set_default_mode(tmp)
+    try:
         onnx.save(proto, tmp)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return out
+
+
+def set_metadata(proto, values: dict[str, str]) -> None:
+    """Set ``metadata_props`` of an ONNX ``ModelProto`` (replacing keys already there)."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for key, value in [*keep, *values.items()]:
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def read_metadata(onnx_path: str | os.PathLike) -> dict:
+    """The ceuspipe metadata of an ONNX file: ``config`` (dict, empty when absent) and
+    ``quantization`` (dict, empty for fp32 models). Raises :class:`InputError` naming the
+    file when ONNX Runtime cannot load it or the JSON is damaged."""
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises several types for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(onnx_path, f"not a loadable ONNX model ({first[:200]})") from None
+    props = sess.get_modelmeta().custom_metadata_map
+    out = {"inputs": {i.name: list(i.shape) for i in sess.get_inputs()},
+           "outputs": [o.name for o in sess.get_outputs()]}
+    for key in ("config", "quantization"):
+        raw = props.get(f"ceuspipe_{key}")
+        try:
+            value = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            raise InputError(onnx_path, f"damaged ceuspipe_{key} metadata") from None
+        out[key] = value if isinstance(value, dict) else {}
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,15 +70,19 @@ class Predictor(Protocol):
 
 @dataclass
 class ModelSpec:
-    """A loaded checkpoint: the eval-mode torch model and its config.
+    """A loaded model: a checkpoint's eval-mode torch model, or an exported ONNX file.
 
-    ``config`` holds at least ``variant``, ``width``, ``size`` (input side in
-    pixels) and ``threshold``; ``path`` is the checkpoint file.
+    ``config`` holds at least ``size`` (input side in pixels) and, from a
+    checkpoint, ``variant``, ``width`` and ``threshold``; ``path`` is the file.
+    For an ONNX file ``model`` is None, ``onnx_path`` is the file and
+    ``quantization`` its ``ceuspipe_quantization`` metadata (empty for fp32).
     """
 
     model: Any
     config: dict
     path: Path
+    onnx_path: Path | None = None
+    quantization: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -103,8 +107,33 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def load_onnx_spec(path: str | os.PathLike) -> ModelSpec:
+    """A :class:`ModelSpec` for an ONNX file from ``ceuspipe export`` (fp32 or int8).
+
+    The input size comes from the ``ceuspipe_config`` metadata, else from a fixed
+    input shape. Raises :class:`InputError` naming the file when it is not a
+    loadable model with inputs ``ceus``/``us`` and output ``logits``.
+    """
+    from ceuspipe.segment.onnx_export import read_metadata
+
+    path = Path(path)
+    meta = read_metadata(path)
+    inputs = meta["inputs"]
+    if not inputs or not set(inputs) <= {"ceus", "us"} or "logits" not in meta["outputs"]:
+        raise InputError(path, f"not a ceuspipe segmentation model (inputs {sorted(inputs)}, outputs "
+                               f"{meta['outputs']}; expected inputs ceus/us and output logits)")
+    config = dict(meta["config"])
+    if "size" not in config:
+        shape = next(iter(inputs.values()))
+        if len(shape) != 4 or not isinstance(shape[-1], int):
+            raise InputError(path, "input size unknown: no ceuspipe_config metadata and no fixed input shape")
+        config["size"] = shape[-1]
+    return ModelSpec(model=None, config=config, path=path, onnx_path=path, quantization=meta["quantization"])
+
+
 def load_spec(checkpoint: str | os.PathLike, device: str = "cpu") -> ModelSpec:
-    """Load a checkpoint (``weights_only``) into an eval-mode model on ``device``.
+    """Load a checkpoint (``weights_only``) into an eval-mode model on ``device``;
+    a ``.onnx`` file gives an ONNX :class:`ModelSpec` (see :func:`load_onnx_spec`).
 
     Raises :class:`InputError` naming the file when it is missing or not a
     ceuspipe checkpoint.
@@ -114,6 +143,8 @@ def load_spec(checkpoint: str | os.PathLike, device: str = "cpu") -> ModelSpec:
     path = Path(checkpoint)
     if not path.is_file():
         raise InputError(path, "model checkpoint not found")
+    if path.suffix.lower() == ".onnx":
+        return load_onnx_spec(path)
     model, config = load_model(path, device)
     config = dict(config if isinstance(config, dict) else vars(config))
     model.eval()
@@ -148,12 +179,13 @@ class TorchPredictor:
 
 
 class OnnxPredictor:
-    """ONNX Runtime CPU inference of an exported model (inputs ``ceus``, ``us``)."""
+    """ONNX Runtime CPU inference of an exported model (inputs ``ceus``, ``us``);
+    ``engine`` is ``onnx-int8`` for a quantised model, else ``onnx``."""
 
-    engine = "onnx"
     device = "cpu"
 
-    def __init__(self, onnx_path: str | os.PathLike, size: int, *, threads: int | None = None):
+    def __init__(self, onnx_path: str | os.PathLike, size: int, *, threads: int | None = None,
+                 int8: bool = False):
         import onnxruntime as ort
 
         from ceuspipe.segment.onnx_export import feed_for
@@ -170,6 +202,7 @@ class OnnxPredictor:
                                             providers=["CPUExecutionProvider"])
         self.size = int(size)
         self.path = Path(onnx_path)
+        self.engine = "onnx-int8" if int8 else "onnx"
         fixed = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = fixed if isinstance(fixed, int) else None
 
@@ -188,10 +221,16 @@ def make_predictor(spec: ModelSpec, *, engine: str = "auto", device: str = "auto
 
     ``engine="auto"``: ONNX Runtime on CPU (the checkpoint is exported once and
     cached, see :func:`ceuspipe.segment.onnx_export.cached_onnx`), PyTorch with
-    fp16 autocast on CUDA. ``engine="onnx"`` always runs on CPU.
+    fp16 autocast on CUDA. ``engine="onnx"`` always runs on CPU. A spec loaded
+    from an ONNX file (fp32 or int8) runs as it is with ONNX Runtime on CPU.
     """
     if engine not in ENGINES:
         raise InputError(None, f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if spec.onnx_path is not None:
+        if engine == "torch" or device == "cuda":
+            raise InputError(spec.path, "an ONNX model runs on CPU with ONNX Runtime only "
+                                        "(give the .pt checkpoint for PyTorch or CUDA)")
+        return OnnxPredictor(spec.onnx_path, spec.size, int8=bool(spec.quantization))
     dev = resolve_device(device)
     if engine == "onnx" and dev != "cpu":
         raise InputError(None, "the onnx engine runs on CPU only (use --engine torch for CUDA)")

@@ -88,7 +88,8 @@ class SegmentReport:
     those skipped by ``sample_fps``); ``duration_s``: time of the last segmented
     frame (s from the first frame); ``wall_s``: seconds the run took (model
     loading included); ``fps``: segmented frames per wall-clock second of the
-    streaming part; ``engine``/``device``: what ran the model.
+    streaming part; ``engine``/``device``: what ran the model;
+    ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32).
     """
 
     source: Path
@@ -105,6 +106,7 @@ class SegmentReport:
     layout: PanelLayout
     checkpoint: Path
     model_config: dict = field(default_factory=dict)
+    model_quantization: dict = field(default_factory=dict)
     tic: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -250,7 +252,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             duration_s=stats["duration_s"], wall_s=0.0, stream_s=stream_s,
             fps=stats["frames"] / stream_s if stream_s > 0 else float("nan"),
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
-            layout=stats["layout"], checkpoint=Path(checkpoint), model_config=spec.config)
+            layout=stats["layout"], checkpoint=Path(checkpoint), model_config=spec.config,
+            model_quantization=spec.quantization)
         meta = _metadata(report, config, threshold)
         report.tic = _write_tic(tmp, stats["tic"], meta, config)
         report.wall_s = time.perf_counter() - t_start
@@ -298,6 +301,7 @@ def _metadata(report: SegmentReport, config: SegmentConfig, threshold: float) ->
         "source": str(report.source),
         "model_checkpoint": str(Path(report.checkpoint).resolve()),
         "model_config": report.model_config,
+        "model_quantization": report.model_quantization,
         "threshold": threshold,
         "layout": report.layout.to_dict(),
         "dynamic_range_db": config.dynamic_range_db,
