@@ -109,3 +109,17 @@ def test_cuda_request_without_gpu_is_a_clear_error(tmp_path):
     else:
         with pytest.raises(InputError, match="no CUDA GPU"):
             make_predictor(spec, engine="auto", device="cuda")
+
+
+def test_fixed_batch_model_runs_any_number_of_frames(tmp_path):
+    """A model exported with --batch 4 segments 1, 4 and 5 frames (chunks, the last padded)
+    exactly like the dynamic-batch export of the same checkpoint."""
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    fixed = OnnxPredictor(export_checkpoint(ckpt, tmp_path / "b4.onnx", batch=4).path, 64)
+    dynamic = OnnxPredictor(export_checkpoint(ckpt, tmp_path / "dyn.onnx").path, 64)
+    assert fixed.fixed_batch == 4 and dynamic.fixed_batch is None
+    for n in (1, 4, 5):
+        c, u = (a[:, 0] for a in _inputs(n, 64, seed=n))
+        got, want = fixed(c, u), dynamic(c, u)
+        assert got.shape == (n, 64, 64)
+        np.testing.assert_allclose(got, want, atol=1e-5)

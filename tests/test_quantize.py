@@ -170,6 +170,13 @@ def test_export_cli_int8(env, tmp_path):
     assert res.exit_code == 0, res.output
     assert "int8 (minmax, 6 calibration frames)" in res.output and "held-out frames: mask Dice mean" in res.output
     assert "QuantizeLinear" in _ops(out)
+    fixed = tmp_path / "b3.int8.onnx"
+    res = runner.invoke(main, ["export", str(env["ckpt"]), str(fixed), "--int8", "--batch", "3",
+                               "--calibration", str(env["dataset"]), "--min-agreement", "0"])
+    assert res.exit_code == 0, res.output
+    pred = make_predictor(load_spec(fixed))
+    assert pred.fixed_batch == 3 and pred(np.zeros((4, 64, 64), np.float32),
+                                          np.zeros((4, 64, 64), np.float32)).shape == (4, 64, 64)
     res = runner.invoke(main, ["export", str(env["ckpt"]), str(tmp_path / "a.onnx"), "--int8"])
     assert res.exit_code == 2 and "--calibration" in res.output
     res = runner.invoke(main, ["export", str(env["ckpt"]), str(tmp_path / "b.onnx"),
@@ -178,4 +185,4 @@ def test_export_cli_int8(env, tmp_path):
     res = runner.invoke(main, ["export", str(env["ckpt"]), str(tmp_path / "c.onnx"), "--int8",
                                "--calibration", str(env["dataset"]), "--min-agreement", "1"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "nothing written" in res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b3.int8.onnx", "m.int8.onnx"]

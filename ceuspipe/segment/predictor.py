@@ -209,8 +209,15 @@ class OnnxPredictor:
     def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray:
         c = np.ascontiguousarray(ceus, dtype=np.float32)[:, None]
         u = np.ascontiguousarray(us, dtype=np.float32)[:, None]
-        if self.fixed_batch is not None and c.shape[0] != self.fixed_batch:
-            return np.concatenate([self(ceus[i:i + 1], us[i:i + 1]) for i in range(len(ceus))])
+        n, fixed = c.shape[0], self.fixed_batch
+        if fixed is not None and n != fixed:
+            # A fixed-batch model: run chunks of ``fixed`` frames, the last one padded by repetition.
+            rows = np.arange(-(-n // fixed) * fixed) % n
+            out = [self._run(c[rows[i:i + fixed]], u[rows[i:i + fixed]]) for i in range(0, len(rows), fixed)]
+            return np.concatenate(out)[:n]
+        return self._run(c, u)
+
+    def _run(self, c: np.ndarray, u: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(["logits"], self._feed_for(self.session, c, u))
         return sigmoid(logits[:, 0])
 
