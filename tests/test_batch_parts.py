@@ -54,7 +54,7 @@ def test_pipeline_file_paths_order_and_defaults(tmp_path):
     ('inbox = "i"\noutput = "o"\n[stages.x]\nfunction = "no_such_mod_xyz:f"\n',
      "stages.x: cannot import stage module 'no_such_mod_xyz'"),
     ('inbox = "i"\noutput = "o"\n[stages.segment]\nmodel = "missing.pt"\n',
-     "stages.segment.model: checkpoint not found"),
+     "stages.segment.model: file not found"),
     ('inbox = "i"\noutput = "o"\n[stages.segment]\n', "stages.segment.model: missing"),
     ('inbox = "i"\noutput = "o"\n[stages\n', "not valid TOML"),
 ])
@@ -147,7 +147,7 @@ def test_shipped_example_pipelines_load(tmp_path):
     # The nightly file is complete; only its model path is site-specific.
     with pytest.raises(InputError) as info:
         load_pipeline(repo / "pipelines" / "nightly_segmentation.toml")
-    assert "stages.segment.model: checkpoint not found: /models/ceusegnet/best.pt" in str(info.value)
+    assert "stages.segment.model: file not found: /models/ceusegnet/best.pt" in str(info.value)
     text = (repo / "pipelines" / "nightly_segmentation.toml").read_text()
     (tmp_path / "best.pt").write_bytes(b"x")
     (tmp_path / "n.toml").write_text(text.replace("/models/ceusegnet/best.pt", str(tmp_path / "best.pt")))

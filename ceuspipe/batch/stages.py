@@ -171,10 +171,10 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
             raise ValueError(f"{key}: unknown option (known: model, {', '.join(sorted(fields))})")
     model = options.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise ValueError("model: missing; the checkpoint path (e.g. model = \"/models/ceusegnet/best.pt\")")
+        raise ValueError("model: missing; the checkpoint or ONNX path (e.g. model = \"/models/ceusegnet/best.pt\")")
     options["model"] = _abs(base_dir, model)
     if not Path(options["model"]).is_file():
-        raise ValueError(f"model: checkpoint not found: {options['model']}")
+        raise ValueError(f"model: file not found: {options['model']}")
     for key in ("layout_file", "cache_dir"):
         if options.get(key) is not None:
             if not isinstance(options[key], str):
@@ -204,7 +204,7 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
 def segment_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     """Every frame -> ``mask.mkv``, ``overlay.mp4``, ``tic.csv``/``tic.json``/``tic.png``
     and ``segment.json`` (as ``ceuspipe segment-video``), directly in the exam folder.
-    Option ``model``: the checkpoint; the others are :class:`SegmentConfig` fields."""
+    Option ``model``: the checkpoint or exported ONNX file; the others are :class:`SegmentConfig` fields."""
     from ceuspipe.segment.run import segment_video
 
     exam_tmp_dir = Path(exam_tmp_dir)
