@@ -51,6 +51,14 @@ def sample_indices(times_s: Sequence[float], sample_fps: float = 1.0) -> np.ndar
     return np.searchsorted(rel + 1e-9, targets, side="left").astype(np.int64)
 
 
+def evenly_spaced(n_items: int, n_wanted: int) -> np.ndarray:
+    """Indices of ``min(n_items, n_wanted)`` items spread evenly over ``range(n_items)``
+    (first and last included; all of them when ``n_wanted >= n_items``)."""
+    if n_items <= n_wanted:
+        return np.arange(n_items)
+    return np.unique(np.round(np.linspace(0, n_items - 1, n_wanted)).astype(int))
+
+
 class TimeSampler:
     """Streaming form of :func:`sample_indices`.
 

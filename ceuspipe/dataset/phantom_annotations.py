@@ -23,6 +23,7 @@ from ceuspipe.dataset.keyframe_index import KeyFrame, load_keyframe_index
 from ceuspipe.dataset.rasterize import self_intersection
 from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir
+from ceuspipe.keyframes import evenly_spaced
 
 log = logging.getLogger("ceuspipe")
 
@@ -109,11 +110,7 @@ def choose_frames(frames: list[KeyFrame], per_exam: int | None) -> list[KeyFrame
     chosen = []
     for key in sorted(by_exam):
         fs = sorted(by_exam[key], key=lambda f: f.time_s)
-        if per_exam is None or per_exam >= len(fs):
-            chosen.extend(fs)
-        else:
-            idx = np.unique(np.round(np.linspace(0, len(fs) - 1, per_exam)).astype(int))
-            chosen.extend(fs[i] for i in idx)
+        chosen.extend(fs if per_exam is None else [fs[i] for i in evenly_spaced(len(fs), per_exam)])
     return chosen
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.keyframes import evenly_spaced
 from ceuspipe.preprocess import panel_to_input
 from ceuspipe.video.layout import LayoutOptions
 
@@ -61,13 +62,6 @@ class CalibrationSet:
     source: str
 
 
-def _evenly(n_items: int, n_wanted: int) -> np.ndarray:
-    """Indices of ``min(n_items, n_wanted)`` items evenly spread over ``range(n_items)``."""
-    if n_items <= n_wanted:
-        return np.arange(n_items)
-    return np.unique(np.round(np.linspace(0, n_items - 1, n_wanted)).astype(int))
-
-
 def from_dataset(root: str | os.PathLike, size: int, frames: int) -> CalibrationSet:
     """Training cases (at most ``frames``, evenly spread) calibrate; test cases are held out."""
     from ceuspipe.dataset.torch_dataset import case_files, read_dataset_info, read_grey, split_cases
@@ -82,7 +76,7 @@ def from_dataset(root: str | os.PathLike, size: int, frames: int) -> Calibration
             if split == "test":  # a dataset may have no test split: hold out part of train instead
                 return PanelPairs.stack([], size)
             raise
-        cases = [cases[i] for i in _evenly(len(cases), limit)]
+        cases = [cases[i] for i in evenly_spaced(len(cases), limit)]
         items = []
         for case in cases:
             f = case_files(root, case)
@@ -121,7 +115,7 @@ def _clip_frames(path: Path, size: int, per_clip: int, layout: LayoutOptions,
         if len(kept) > 2 * per_clip:
             kept = kept[::2]
             stride *= 2
-    return [kept[i] for i in _evenly(len(kept), per_clip)]
+    return [kept[i] for i in evenly_spaced(len(kept), per_clip)]
 
 
 def from_clips(paths: Sequence[str | os.PathLike], size: int, frames: int,

@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 
 from ceuspipe.errors import InputError
-from ceuspipe.fsutil import set_default_mode
 from ceuspipe.segment.calibration import CalibrationSet, PanelPairs, calibration_set
 from ceuspipe.video.layout import LayoutOptions
 
@@ -63,11 +62,14 @@ class Int8Report:
 
 
 def mask_dice(prob_a: np.ndarray, prob_b: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-frame Dice of ``prob >= threshold`` masks; ``(N, S, S)`` each -> ``(N,)``, 1 when both are empty."""
-    a, b = prob_a >= threshold, prob_b >= threshold
-    total = a.sum(axis=(1, 2)) + b.sum(axis=(1, 2))
-    inter = (a & b).sum(axis=(1, 2))
-    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
+    """Per-frame Dice of ``prob >= threshold`` masks; ``(N, S, S)`` each -> ``(N,)``, 1 when both are
+    empty (:func:`ceuspipe.train.metrics.batch_dice_iou`, the training metric)."""
+    import torch
+
+    from ceuspipe.train.metrics import batch_dice_iou
+
+    a, b = (torch.from_numpy(np.ascontiguousarray(p >= threshold))[:, None] for p in (prob_a, prob_b))
+    return batch_dice_iou(a, b)[0].numpy()
 
 
 def agreement(fp32: np.ndarray, int8: np.ndarray, threshold: float) -> Agreement:
@@ -113,19 +115,17 @@ def _reader(pairs: PanelPairs, input_names: set[str], batch: int):
 
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibrate: PanelPairs, *,
-                  method: str = DEFAULT_METHOD, metadata: dict[str, str] | None = None) -> Path:
+                  method: str = DEFAULT_METHOD) -> Path:
     """Write the int8 QDQ version of an fp32 ONNX model to ``out_path`` (atomically).
 
     ``calibrate``: the frames whose activations set the int8 ranges. ``method``:
     ``minmax`` (full observed range), ``percentile`` (99.999th percentile) or
-    ``entropy`` (KL divergence). ``metadata`` is added to the model's ``metadata_props``.
+    ``entropy`` (KL divergence). The fp32 model's metadata is not carried over.
     """
-    import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ceuspipe.segment.onnx_export import save_atomic, set_metadata
+    from ceuspipe.segment.onnx_export import read_metadata
 
     if method not in METHODS:
         raise InputError(None, f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})")
@@ -135,24 +135,20 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
                     "entropy": CalibrationMethod.Entropy}[method]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sess = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    fixed = sess.get_inputs()[0].shape[0]
+    inputs = read_metadata(fp32_path)["inputs"]
+    fixed = next(iter(inputs.values()))[0]
     batch = fixed if isinstance(fixed, int) else 1
-    del sess
     with tempfile.TemporaryDirectory(prefix=".ceuspipe-int8-", dir=out.parent) as work:
         pre = Path(work) / "pre.onnx"
         quantized = Path(work) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(pre))
         with _quiet():
-            quantize_static(str(pre), str(quantized), _reader(calibrate, names, batch),
+            quantize_static(str(pre), str(quantized), _reader(calibrate, set(inputs), batch),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calib_method,
                             extra_options={"CalibTensorRangeSymmetric": False})
-        proto = onnx.load(str(quantized))
-        set_metadata(proto, metadata or {})
-        save_atomic(proto, out)
+        os.replace(quantized, out)  # same folder: a rename, never half a file
     return out
 
 
