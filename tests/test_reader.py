@@ -325,7 +325,7 @@ def test_relative_clock_keeps_order_and_nudges_non_increasing(caplog):
 def test_frame_time_fallbacks_without_pts():
     from types import SimpleNamespace
 
-    from ceuspipe.video.reader import _frame_time
+    from ceuspipe.video.pyav_source import _frame_time
 
     tb = Fraction(1, 1000)
     step = Fraction(1, 25)
@@ -342,7 +342,7 @@ def test_frame_time_fallbacks_without_pts():
 
 def test_side_data_read_once_per_clip(tmp_path, monkeypatch):
     """PyAV 18 leaks on every frame.side_data access; the reader must not touch it per frame."""
-    from ceuspipe.video import reader
+    from ceuspipe.video import pyav_source as reader
 
     path = tmp_path / "c.mp4"
     make_clip(path, [i / 10 for i in range(30)])

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ceuspipe.errors import InputError
-from ceuspipe.video.reader import Frame, RelativeClock, VideoInfo
+from ceuspipe.video.frames import Frame, RelativeClock, VideoInfo
 
 log = logging.getLogger("ceuspipe")
 
@@ -184,7 +184,7 @@ def _times_from(ds, source: str, n: int, path) -> np.ndarray | None:
 
 
 def _strictly_increasing(times: np.ndarray, path) -> np.ndarray:
-    from ceuspipe.video.reader import MAX_CLIP_S
+    from ceuspipe.video.frames import MAX_CLIP_S
 
     clock = RelativeClock()
     out = np.array([clock(float(t)) for t in times], dtype=np.float64)
