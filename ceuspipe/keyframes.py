@@ -13,78 +13,20 @@ sample. Definitions used here:
 * The k highest scores are kept, ties going to the earlier sample, and
   reported in time order.
 
-The pure functions (:func:`sample_indices`, :func:`change_scores`,
-:func:`select_top_k`) work on arrays; :class:`TimeSampler` and
-:class:`TopK` are their streaming forms used by the exam driver in
-:mod:`ceuspipe.keyframes_run`, whose memory is bounded by k frames whatever
-the clip length.
+The pure functions (:func:`ceuspipe.sampling.sample_indices`,
+:func:`change_scores`, :func:`select_top_k`) work on arrays;
+:class:`ceuspipe.sampling.TimeSampler` and :class:`TopK` are their streaming
+forms used by the exam driver in :mod:`ceuspipe.keyframes_run`, whose memory
+is bounded by k frames whatever the clip length.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
-
-
-def sample_indices(times_s: Sequence[float], sample_fps: float = 1.0) -> np.ndarray:
-    """Frame index chosen for each sample ``n``.
-
-    ``times_s`` are presentation times in seconds, non-decreasing, relative or
-    absolute (the first frame's time is the origin). Returns an int array of
-    length ``floor((t_last - t_first) * sample_fps) + 1`` whose entry ``n`` is
-    the index of the first frame with ``time - t_first >= n / sample_fps``.
-    """
-    times = np.asarray(times_s, dtype=np.float64)
-    if times.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if sample_fps <= 0:
-        raise ValueError("sample_fps must be positive")
-    rel = times - times[0]
-    n_samples = int(math.floor(rel[-1] * sample_fps + 1e-9)) + 1
-    targets = np.arange(n_samples) / sample_fps
-    # searchsorted 'left' gives the first index whose time >= target; a small
-    # tolerance keeps frames at exactly n/fps (up to timestamp rounding) on time.
-    return np.searchsorted(rel + 1e-9, targets, side="left").astype(np.int64)
-
-
-def evenly_spaced(n_items: int, n_wanted: int) -> np.ndarray:
-    """Indices of ``min(n_items, n_wanted)`` items spread evenly over ``range(n_items)``
-    (first and last included; all of them when ``n_wanted >= n_items``)."""
-    if n_items <= n_wanted:
-        return np.arange(n_items)
-    return np.unique(np.round(np.linspace(0, n_items - 1, n_wanted)).astype(int))
-
-
-class TimeSampler:
-    """Streaming form of :func:`sample_indices`.
-
-    Call with each decoded frame's time (seconds from the first frame, in
-    presentation order); it returns the sample numbers ``n`` this frame
-    stands for (usually zero or one of them, several after a gap).
-    """
-
-    def __init__(self, sample_fps: float = 1.0):
-        if sample_fps <= 0:
-            raise ValueError("sample_fps must be positive")
-        self.sample_fps = float(sample_fps)
-        self.next_n = 0
-
-    def samples_for(self, time_s: float) -> list[int]:
-        """Sample numbers whose target time has been reached by ``time_s``."""
-        reached = int(math.floor(time_s * self.sample_fps + 1e-9))
-        if reached < self.next_n:
-            return []
-        ns = list(range(self.next_n, reached + 1))
-        self.next_n = reached + 1
-        return ns
-
-    def __call__(self, time_s: float) -> bool:
-        """True when the frame at ``time_s`` is a sample (a ``select`` callback)."""
-        return int(math.floor(time_s * self.sample_fps + 1e-9)) >= self.next_n
 
 
 def change_score(gray: np.ndarray, previous_gray: np.ndarray | None) -> float:

@@ -4,7 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceuspipe.keyframes import (TimeSampler, TopK, change_scores, sample_indices,
+from ceuspipe.sampling import TimeSampler, sample_indices
+from ceuspipe.keyframes import (TopK, change_scores,
                                 select_top_k)
 
 

@@ -268,15 +268,39 @@ class LayoutOptions:
     """Panel-layout settings shared by every command that reads clips.
 
     ``layout_file`` / ``ceus_box`` + ``us_box`` / ``ceus_side`` override the
-    automatic detection, which looks at the first ``layout_samples`` frames
-    (or samples) of each clip. Stage configs inherit these fields.
+    automatic detection. Detection looks at 1 fps samples of the first
+    ``layout_window_s`` seconds of each clip, at most ``layout_samples`` of them
+    spread evenly, and stops early once it is sure (see
+    :mod:`ceuspipe.video.clip_stream`). Stage configs inherit these fields; the
+    values are checked here, for the CLI, pipeline files and library calls alike.
     """
 
     layout_file: str | None = None
     ceus_box: Box | None = None
     us_box: Box | None = None
     ceus_side: str | None = None
-    layout_samples: int = 8
+    layout_samples: int = 64
+    layout_window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        from ceuspipe import configs
+
+        configs.path_or_none("layout_file", self.layout_file)
+        for key in ("ceus_box", "us_box"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, Box):
+                try:
+                    object.__setattr__(self, key, Box(*(int(v) for v in value)))
+                except (TypeError, ValueError):
+                    raise configs.ConfigError(key, f"must be [x, y, w, h] in full-frame pixels with w, h > 0, "
+                                                   f"got {value!r}") from None
+        if (self.ceus_box is None) != (self.us_box is None):
+            raise configs.ConfigError("ceus_box", "ceus_box and us_box go together")
+        if self.layout_file is not None and self.ceus_box is not None:
+            raise configs.ConfigError("layout_file", "give either a layout file or ceus_box/us_box, not both")
+        configs.choice("ceus_side", self.ceus_side, (None, "left", "right"))
+        configs.number("layout_samples", self.layout_samples, minimum=1, integer=True)
+        configs.number("layout_window_s", self.layout_window_s, above=0, unit="seconds")
 
     def resolve(self, frames: Sequence[np.ndarray], source: str | os.PathLike | None = None) -> PanelLayout:
         """:func:`resolve_layout` with these settings."""
