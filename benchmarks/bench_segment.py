@@ -62,7 +62,8 @@ print(json.dumps({"frames": r.frames, "stream_fps": r.fps, "wall_fps": r.frames 
 
 _INFER = _PEAK_RSS + r"""
 import numpy as np, torch
-from ceuspipe.segment.predictor import load_spec, make_predictor, prepare_panel, TorchPredictor
+from ceuspipe.segment.model_spec import load_spec
+from ceuspipe.segment.predictor import make_predictor, prepare_panel, TorchPredictor
 from ceuspipe.video.layout import resolve_layout
 from ceuspipe.video.panels import crop
 from ceuspipe.video.reader import iter_frames
@@ -112,7 +113,7 @@ def main(argv=None) -> None:
 
     from ceuspipe.model import build_model
     from ceuspipe.segment.onnx_export import cached_onnx
-    from ceuspipe.segment.predictor import load_spec
+    from ceuspipe.segment.model_spec import load_spec
     from ceuspipe.segment.quantize import export_int8
     from ceuspipe.synth import PhantomConfig, generate_exam
     from ceuspipe.train.checkpoint import save_checkpoint

@@ -28,13 +28,13 @@ import numpy as np
 
 from ceuspipe import __version__
 from ceuspipe.cpus import usable_cpus
-from ceuspipe.errors import CeuspipeError, InputError
+from ceuspipe.errors import CeuspipeError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
-from ceuspipe.keyframes import TimeSampler, TopK, change_score
+from ceuspipe.keyframes import TopK, change_score
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.layout import LayoutOptions
-from ceuspipe.video.panels import PanelLayout, black_outside_panels, crop
+from ceuspipe.video.panels import black_outside_panels, crop
 
 log = logging.getLogger("ceuspipe")
 
@@ -44,13 +44,20 @@ MANIFEST_COLUMNS = ("patient_id", "exam_id", "source", "sample_index", "time_s",
 
 @dataclass(frozen=True)
 class KeyframeConfig(LayoutOptions):
-    """Options of ``ceuspipe keyframes``; the panel-layout ones come from
-    :class:`~ceuspipe.video.layout.LayoutOptions` (detection on the first
-    ``layout_samples`` samples of each clip)."""
+    """Options of ``ceuspipe keyframes``: ``sample_fps`` (samples per second of
+    presentation time), ``k`` (key frames kept per exam); the panel-layout ones
+    come from :class:`~ceuspipe.video.layout.LayoutOptions`. Checked on creation."""
 
     sample_fps: float = 1.0
     k: int = 40
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        from ceuspipe import configs
+
+        super().__post_init__()
+        configs.number("sample_fps", self.sample_fps, above=0, unit="samples per second")
+        configs.number("k", self.k, minimum=1, integer=True)
 
 
 @dataclass
@@ -101,57 +108,37 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     """Sample one exam at ``config.sample_fps``, score, keep the top k, write its folder.
 
     Streams the video once; memory holds at most ``config.k`` key frames plus
-    the ``config.layout_samples`` frames used for layout detection.
-    Raises :class:`InputError` for unreadable input or an undetectable layout.
+    the samples buffered while the layout is decided (see
+    :mod:`ceuspipe.video.clip_stream`). Raises :class:`InputError` for
+    unreadable input or an undetectable layout.
     """
-    from ceuspipe.video.reader import check_clip_length, iter_frames
+    from ceuspipe.video.clip_stream import open_clip
 
     final = exam_dir(Path(out_root), exam)
     if final.exists() and not config.overwrite:
         return ExamResult(exam, "skipped", final)
 
-    sampler = TimeSampler(config.sample_fps)
-    pending: list = []  # (frame, sample numbers) seen before the layout is known (bounded)
-    layout: PanelLayout | None = None
+    clip = open_clip(exam.path, config, sample_fps=config.sample_fps)
+    layout = clip.layout
     top = TopK(config.k)
     rows: list[tuple[int, float, int, float, float]] = []  # n, time, frame index, score, gray
     previous_gray: np.ndarray | None = None
-    decoded = _DecodeCounter(sampler)
-
-    def consume(frame, sample_numbers: list[int]) -> None:
-        nonlocal previous_gray
-        ceus_gray = to_gray(crop(frame.image, layout.ceus))
-        mean_gray = float(ceus_gray.mean(dtype=np.float64))
-        masked = None
-        for n in sample_numbers:
-            score = change_score(ceus_gray, previous_gray)
-            previous_gray = ceus_gray
-            rows.append((n, frame.time_s, frame.index, score, mean_gray))
-            if top.would_keep(score, n):
-                if masked is None:
-                    masked = black_outside_panels(frame.image, layout)
-                top.push(score, n, (frame.time_s, mean_gray, masked))
-
-    def flush_pending() -> None:
-        nonlocal layout
-        layout = config.resolve([f.image for f, _ in pending], source=str(exam.path))
-        for f, ns in pending:
-            consume(f, ns)
-        pending.clear()
-
-    for frame in iter_frames(exam.path, select=decoded):
-        sample_numbers = sampler.samples_for(frame.time_s)
-        if layout is None:
-            pending.append((frame, sample_numbers))
-            if len(pending) >= config.layout_samples:
-                flush_pending()
-        else:
-            consume(frame, sample_numbers)
-    if layout is None and not pending:
-        raise InputError(exam.path, "no frames could be decoded")
-    check_clip_length(exam.path, decoded.count, decoded.last_time_s)
-    if layout is None:
-        flush_pending()
+    try:
+        for frame in clip:
+            ceus_gray = to_gray(crop(frame.image, layout.ceus))
+            mean_gray = float(ceus_gray.mean(dtype=np.float64))
+            masked = None
+            for n in frame.samples:
+                score = change_score(ceus_gray, previous_gray)
+                previous_gray = ceus_gray
+                rows.append((n, frame.time_s, frame.index, score, mean_gray))
+                if top.would_keep(score, n):
+                    if masked is None:
+                        masked = black_outside_panels(frame.image, layout)
+                    top.push(score, n, (frame.time_s, mean_gray, masked))
+    finally:
+        clip.close()
+    clip.check_length()
 
     if len(rows) < config.k:
         log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",
@@ -177,9 +164,10 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "sample_fps": config.sample_fps,
             "k": config.k,
             "layout": layout.to_dict(),
-            "n_frames_decoded": decoded.count,
+            "layout_decision": clip.decision.to_dict(),
+            "n_frames_decoded": clip.frames_decoded,
             "n_samples": len(rows),
-            "duration_s": round(decoded.last_time_s, 6),
+            "duration_s": round(clip.last_time_s, 6),
             "fewer_samples_than_k": len(rows) < config.k,
             "ceuspipe_version": __version__,
             "frames": frames_meta,
@@ -193,20 +181,6 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             writer.writerow([n, f"{t:.6f}", idx, f"{score:.6f}", f"{gray:.6f}", int(n in selected)])
         (tmp / "scores.csv").write_text(buf.getvalue(), encoding="utf-8")
     return ExamResult(exam, "done", final, n_samples=len(rows), n_selected=len(kept))
-
-
-class _DecodeCounter:
-    """``select`` callback that counts every decoded frame and forwards to the sampler."""
-
-    def __init__(self, sampler: TimeSampler):
-        self.sampler = sampler
-        self.count = 0
-        self.last_time_s = 0.0
-
-    def __call__(self, time_s: float) -> bool:
-        self.count += 1
-        self.last_time_s = time_s
-        return self.sampler(time_s)
 
 
 def _safe_extract(exam: ExamInput, out_root: str, config: KeyframeConfig) -> ExamResult:

@@ -156,7 +156,7 @@ def test_segment_video_bad_video(env, monkeypatch, name, problem):
 @pytest.mark.parametrize("name,problem", [("tiny_2x2.mkv", "does not fit the 2x2 frame"),
                                           ("odd_7x5.mkv", "does not fit the 7x5 frame"),
                                           ("wide_4000x16.mkv", "does not fit the 4000x16 frame"),
-                                          ("short.mp4", "0.50 s long")])
+                                          ("short.mp4", "0.500 s of video")])
 def test_segment_video_given_boxes_on_bad_sizes_and_short_clip(env, monkeypatch, name, problem):
     out = env["root"] / f"segbox_{name}"
     res = invoke(env, monkeypatch, "segment-video", str(env["d"] / name), "--model", str(env["d"] / "tiny.pt"),

@@ -11,24 +11,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ceuspipe.model import build_model
-from ceuspipe.segment.onnx_export import cached_onnx, export_checkpoint, feed_for
-from ceuspipe.segment.predictor import (OnnxPredictor, TorchPredictor, load_spec, make_predictor,
+from ceuspipe.segment.export import export_checkpoint
+from ceuspipe.segment.onnx_export import cached_onnx, feed_for
+from ceuspipe.segment.model_spec import load_spec
+from ceuspipe.segment.predictor import (OnnxPredictor, TorchPredictor, make_predictor,
                                         prepare_panel, probability_to_mask)
-from ceuspipe.train.checkpoint import save_checkpoint
+from conftest import write_checkpoint
 
 
 def _checkpoint(path, *, seed=0, size=64, variant="full"):
-    torch.manual_seed(seed)
-    model = build_model(variant, 0.125)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():  # non-trivial statistics: outputs depend on the input
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    save_checkpoint(path, {"config": {"variant": variant, "width": 0.125, "size": size, "threshold": 0.5},
-                           "model": model.state_dict()})
-    return path
+    return write_checkpoint(path, seed=seed, size=size, variant=variant)
 
 
 def _inputs(n, size, seed=1):

@@ -17,11 +17,12 @@ from click.testing import CliRunner
 from ceuspipe.errors import InputError
 from ceuspipe.segment import SegmentConfig, segment_video
 from ceuspipe.segment.calibration import calibration_set, from_clips, from_dataset
-from ceuspipe.segment.predictor import OnnxPredictor, load_spec, make_predictor
+from ceuspipe.segment.model_spec import load_spec
+from ceuspipe.segment.predictor import OnnxPredictor, make_predictor
 from ceuspipe.segment.quantize import agreement, export_int8, mask_dice
 from ceuspipe.video.panels import PanelLayout
 from tests._toy_dataset import make_toy_dataset
-from tests.test_segment import phantom_clip, tiny_checkpoint
+from conftest import phantom_clip, write_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     dataset = make_toy_dataset(root / "dataset", n_train=12, n_test=5)
     clip, truth = phantom_clip(root / "clips", duration_s=6.0, fps=5.0)
-    ckpt = tiny_checkpoint(root / "tiny.pt")
+    ckpt = write_checkpoint(root / "tiny.pt")
     int8 = export_int8(ckpt, root / "tiny.int8.onnx", [dataset], frames=8, min_dice=0.0)
     return {"root": root, "dataset": dataset, "clip": clip, "truth": truth, "ckpt": ckpt, "int8": int8}
 
@@ -75,7 +76,7 @@ def test_calibration_needs_a_source():
 
 
 def test_int8_graph_is_quantised_with_metadata(env, tmp_path):
-    from ceuspipe.segment.onnx_export import export_checkpoint
+    from ceuspipe.segment.export import export_checkpoint
 
     rep = env["int8"]
     ops = _ops(rep.path)
@@ -92,7 +93,7 @@ def test_int8_graph_is_quantised_with_metadata(env, tmp_path):
 
 
 def test_int8_predictions_close_to_fp32(env, tmp_path):
-    from ceuspipe.segment.onnx_export import export_checkpoint
+    from ceuspipe.segment.export import export_checkpoint
 
     fp32 = export_checkpoint(env["ckpt"], tmp_path / "fp32.onnx").path
     rng = np.random.default_rng(0)

@@ -8,64 +8,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from ceuspipe.errors import InputError, OutputError
-from ceuspipe.model import build_model
 from ceuspipe.segment import SegmentConfig, default_out_dir, segment_video
 from ceuspipe.segment.defaults import ENV_VAR, default_model
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.temporal import TemporalMedian
-from ceuspipe.train.checkpoint import save_checkpoint
 from ceuspipe.video.panels import Box, PanelLayout
 from ceuspipe.video.reader import iter_frames
+from conftest import phantom_clip, write_checkpoint
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial batch-norm statistics so the untrained model's output depends on the input."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    model.eval()
-    # Centre the logits on panel-like inputs so that about half the pixels are "lesion".
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1][-1]
-    x = torch.rand(2, 1, 64, 64, generator=g) * 0.5
-    with torch.no_grad():
-        head.bias -= torch.median(model(x, x))
-    return model
-
-
-def tiny_checkpoint(path: Path, *, size: int = 64, seed: int = 0, model=None) -> Path:
-    torch.manual_seed(seed)
-    model = model if model is not None else _randomise(build_model("full", 0.125), seed)
-    config = {"variant": "full", "width": 0.125, "size": size, "threshold": 0.5}
-    save_checkpoint(path, {"config": config, "model": model.state_dict(), "epoch": 0})
-    return path
-
-
-def phantom_clip(folder: Path, *, seed: int = 1, duration_s: float = 4.0, fps: float = 8.0, **kw):
-    from ceuspipe.synth import PhantomConfig, generate_exam
-
-    clip = folder / f"P{seed:03d}" / "exam1.mp4"
-    truth = generate_exam(clip, None, PhantomConfig(duration_s=duration_s, fps=fps, width=320,
-                                                    height=180, **kw), seed=seed)
-    return clip, truth
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("seg")
     clip, truth = phantom_clip(root)
-    ckpt = tiny_checkpoint(root / "tiny.pt")
+    ckpt = write_checkpoint(root / "tiny.pt")
     layout = PanelLayout.from_dict(truth["layout"])
     return {"root": root, "clip": clip, "truth": truth, "ckpt": ckpt, "layout": layout,
             "cache": root / "cache"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from ceuspipe.cli.options import layout_options, layout_overrides
+from ceuspipe.segment.predictor import ENGINES
+from ceuspipe.tic.models import MODELS as TIC_MODELS
 
 
 @click.command("segment-video")
@@ -18,13 +20,13 @@ from ceuspipe.cli.options import layout_options, layout_overrides
               help="Segment this many frames per second of presentation time [default: every frame].")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Frames per inference call.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA.")
 @click.option("--dynamic-range-db", default=60.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Display dynamic range used to linearise grey levels (dB).")
-@click.option("--tic-model", type=click.Choice(["lognormal", "gamma"]), default="lognormal",
+@click.option("--tic-model", type=click.Choice(sorted(TIC_MODELS)), default="lognormal",
               show_default=True, help="Bolus model fitted to the time-intensity curve.")
 @click.option("--temporal-smoothing", default=0, show_default=True, type=click.IntRange(min=0),
               help="Median of lesion probabilities over N neighbouring frames (0: off).")
@@ -94,7 +96,7 @@ def export_cmd(checkpoint, out, batch, int8, calibration, calibration_frames, ca
         raise click.UsageError("--calibration is only used with --int8")
     shape = f"{'B' if fixed is None else fixed}x1xSxS float32 in [0,1]"
     if not int8:
-        from ceuspipe.segment.onnx_export import export_checkpoint
+        from ceuspipe.segment.export import export_checkpoint
 
         report = export_checkpoint(checkpoint, out, batch=fixed)
         click.echo(f"wrote {report.path}: inputs ceus, us ({shape.replace('S', str(report.size))}), "

@@ -8,7 +8,7 @@ import click
 
 from ceuspipe.cli import show_progress
 
-VARIANT_CHOICES = ("unet", "ceus_only", "us_only", "both", "both_csa", "both_cff", "full")
+from ceuspipe.model.variants import VARIANTS as VARIANT_CHOICES
 
 
 @click.command("train")

@@ -15,7 +15,6 @@ which the quantised model's masks are compared with fp32 ones.
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ceuspipe.errors import InputError
-from ceuspipe.keyframes import evenly_spaced
+from ceuspipe.sampling import evenly_spaced
 from ceuspipe.preprocess import panel_to_input
 from ceuspipe.video.layout import LayoutOptions
 
@@ -97,24 +96,24 @@ def _clip_frames(path: Path, size: int, per_clip: int, layout: LayoutOptions,
     Memory is bounded: when more than ``2 * per_clip`` samples are held, every
     other one is dropped and the sampling stride doubles.
     """
-    from ceuspipe.keyframes import TimeSampler
+    from ceuspipe.video.clip_stream import open_clip
     from ceuspipe.video.panels import crop
-    from ceuspipe.video.reader import iter_frames
 
-    sampler = TimeSampler(sample_fps)
-    frames = iter_frames(path, select=lambda t: bool(sampler.samples_for(t)))
-    first = list(itertools.islice(frames, layout.layout_samples))
-    panels = layout.resolve([f.image for f in first], source=path)
+    clip = open_clip(path, layout, sample_fps=sample_fps)
+    panels = clip.layout
     kept: list[tuple[np.ndarray, np.ndarray, str]] = []
     stride = 1
-    for seen, frame in enumerate(itertools.chain(first, frames)):
-        if seen % stride:
-            continue
-        kept.append((panel_to_input(crop(frame.image, panels.ceus), size),
-                     panel_to_input(crop(frame.image, panels.us), size), f"{path.name}@{frame.time_s:.1f}s"))
-        if len(kept) > 2 * per_clip:
-            kept = kept[::2]
-            stride *= 2
+    try:
+        for seen, frame in enumerate(clip):
+            if seen % stride:
+                continue
+            kept.append((panel_to_input(crop(frame.image, panels.ceus), size),
+                         panel_to_input(crop(frame.image, panels.us), size), f"{path.name}@{frame.time_s:.1f}s"))
+            if len(kept) > 2 * per_clip:
+                kept = kept[::2]
+                stride *= 2
+    finally:
+        clip.close()
     return [kept[i] for i in evenly_spaced(len(kept), per_clip)]
 
 

@@ -24,7 +24,6 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +186,7 @@ def feed_for(session, ceus: np.ndarray, us: np.ndarray) -> dict[str, np.ndarray]
 def cached_onnx(spec, *, cache_dir: str | os.PathLike | None = None) -> Path:
     """ONNX file (dynamic batch) for a loaded checkpoint, exported once and cached.
 
-    ``spec``: :class:`ceuspipe.segment.predictor.ModelSpec`. The cache key is
+    ``spec``: :class:`ceuspipe.segment.model_spec.ModelSpec`. The cache key is
     the checkpoint's SHA-256, the input size and :data:`EXPORT_FORMAT`; the file
     is ``<cache_dir>/onnx/<sha256[:20]>-s<size>-f<format>.onnx``, written
     atomically, so concurrent runs never see half a file.
@@ -209,33 +208,3 @@ def cached_onnx(spec, *, cache_dir: str | os.PathLike | None = None) -> Path:
     with torch.no_grad():
         export_onnx(model, path, spec.size, config=spec.config)
     return path
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    """What ``ceuspipe export`` wrote: file, input size, batch (None = dynamic), check result."""
-
-    path: Path
-    size: int
-    batch: int | None
-    max_abs_diff: float
-    config: dict
-
-
-def export_checkpoint(checkpoint: str | os.PathLike, out_path: str | os.PathLike, *,
-                      batch: int | None = None, tolerance: float = 1e-4) -> ExportReport:
-    """Export a checkpoint to ONNX for deployment and check it against PyTorch.
-
-    Raises :class:`InputError` when the exported model's logits differ from
-    eager PyTorch by more than ``tolerance`` (the file is then removed).
-    """
-    from ceuspipe.segment.predictor import load_spec
-
-    spec = load_spec(checkpoint, "cpu")
-    out = export_onnx(spec.model, out_path, spec.size, batch=batch, config=spec.config)
-    diff = max_logit_difference(spec.model, out, spec.size, batch=batch or 2)
-    if not diff <= tolerance:
-        out.unlink(missing_ok=True)
-        raise InputError(checkpoint, f"ONNX export differs from PyTorch by {diff:.3g} "
-                                     f"(> {tolerance:g}); nothing written")
-    return ExportReport(path=out, size=spec.size, batch=batch, max_abs_diff=diff, config=spec.config)

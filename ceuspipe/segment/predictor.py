@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from ceuspipe.cpus import usable_cpus
+from ceuspipe.devices import resolve_device
 from ceuspipe.errors import InputError
+from ceuspipe.segment.model_spec import ModelSpec
 from ceuspipe.preprocess import panel_to_input
 
 log = logging.getLogger("ceuspipe")
 
 ENGINES = ("auto", "torch", "onnx")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def prepare_panel(panel: np.ndarray, size: int) -> np.ndarray:
@@ -66,89 +66,6 @@ class Predictor(Protocol):
     size: int
 
     def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray: ...
-
-
-@dataclass
-class ModelSpec:
-    """A loaded model: a checkpoint's eval-mode torch model, or an exported ONNX file.
-
-    ``config`` holds at least ``size`` (input side in pixels) and, from a
-    checkpoint, ``variant``, ``width`` and ``threshold``; ``path`` is the file.
-    For an ONNX file ``model`` is None, ``onnx_path`` is the file and
-    ``quantization`` its ``ceuspipe_quantization`` metadata (empty for fp32).
-    """
-
-    model: Any
-    config: dict
-    path: Path
-    onnx_path: Path | None = None
-    quantization: dict = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return int(self.config.get("size", 128))
-
-    @property
-    def threshold(self) -> float:
-        return float(self.config.get("threshold", 0.5))
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device not in DEVICES:
-        raise InputError(None, f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
-    has_cuda = torch.cuda.is_available()
-    if device == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise InputError(None, "--device cuda asked for, but no CUDA GPU is available")
-    return device
-
-
-def load_onnx_spec(path: str | os.PathLike) -> ModelSpec:
-    """A :class:`ModelSpec` for an ONNX file from ``ceuspipe export`` (fp32 or int8).
-
-    The input size comes from the ``ceuspipe_config`` metadata, else from a fixed
-    input shape. Raises :class:`InputError` naming the file when it is not a
-    loadable model with inputs ``ceus``/``us`` and output ``logits``.
-    """
-    from ceuspipe.segment.onnx_export import read_metadata
-
-    path = Path(path)
-    meta = read_metadata(path)
-    inputs = meta["inputs"]
-    if not inputs or not set(inputs) <= {"ceus", "us"} or "logits" not in meta["outputs"]:
-        raise InputError(path, f"not a ceuspipe segmentation model (inputs {sorted(inputs)}, outputs "
-                               f"{meta['outputs']}; expected inputs ceus/us and output logits)")
-    config = dict(meta["config"])
-    if "size" not in config:
-        shape = next(iter(inputs.values()))
-        if len(shape) != 4 or not isinstance(shape[-1], int):
-            raise InputError(path, "input size unknown: no ceuspipe_config metadata and no fixed input shape")
-        config["size"] = shape[-1]
-    return ModelSpec(model=None, config=config, path=path, onnx_path=path, quantization=meta["quantization"])
-
-
-def load_spec(checkpoint: str | os.PathLike, device: str = "cpu") -> ModelSpec:
-    """Load a checkpoint (``weights_only``) into an eval-mode model on ``device``;
-    a ``.onnx`` file gives an ONNX :class:`ModelSpec` (see :func:`load_onnx_spec`).
-
-    Raises :class:`InputError` naming the file when it is missing or not a
-    ceuspipe checkpoint.
-    """
-    from ceuspipe.train.checkpoint import load_model
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "model checkpoint not found")
-    if path.suffix.lower() == ".onnx":
-        return load_onnx_spec(path)
-    model, config = load_model(path, device)
-    config = dict(config if isinstance(config, dict) else vars(config))
-    model.eval()
-    return ModelSpec(model=model, config=config, path=path)
 
 
 class TorchPredictor:
@@ -224,7 +141,7 @@ class OnnxPredictor:
 
 def make_predictor(spec: ModelSpec, *, engine: str = "auto", device: str = "auto",
                    cache_dir: str | os.PathLike | None = None) -> Predictor:
-    """Choose and build the predictor.
+    """Choose and build the predictor (``device``: see :mod:`ceuspipe.devices`).
 
     ``engine="auto"``: ONNX Runtime on CPU (the checkpoint is exported once and
     cached, see :func:`ceuspipe.segment.onnx_export.cached_onnx`), PyTorch with
@@ -234,7 +151,7 @@ def make_predictor(spec: ModelSpec, *, engine: str = "auto", device: str = "auto
     if engine not in ENGINES:
         raise InputError(None, f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if spec.onnx_path is not None:
-        if engine == "torch" or device == "cuda":
+        if engine == "torch" or device.startswith("cuda"):
             raise InputError(spec.path, "an ONNX model runs on CPU with ONNX Runtime only "
                                         "(give the .pt checkpoint for PyTorch or CUDA)")
         return OnnxPredictor(spec.onnx_path, spec.size, int8=bool(spec.quantization))

@@ -182,7 +182,7 @@ def export_int8(checkpoint: str | os.PathLike, out_path: str | os.PathLike,
     import onnx
 
     from ceuspipe.segment.onnx_export import EXPORT_FORMAT, export_onnx, save_atomic, set_metadata
-    from ceuspipe.segment.predictor import load_spec
+    from ceuspipe.segment.model_spec import load_spec
 
     spec = load_spec(checkpoint, "cpu")
     if spec.onnx_path is not None:

@@ -1,15 +1,20 @@
 """``segment_video``: every frame of a clip -> lesion masks, overlay, time-intensity curve.
 
-Pipeline (three threads, bounded queues, so memory does not grow with clip
-length and decoding, inference and encoding overlap; PyAV, OpenCV, ONNX Runtime
-and PyTorch release the GIL while they work)::
+The panel layout is resolved first (:func:`ceuspipe.video.clip_stream.open_clip`:
+a cheap 1 fps pass over the first minute, stopping once detection is sure).
+Then three stages of a :class:`ceuspipe.streaming.StageGroup` run, joined by
+bounded channels, so memory does not grow with clip length and decoding,
+inference and encoding overlap (PyAV, OpenCV, ONNX Runtime and PyTorch release
+the GIL while they work)::
 
-    decode thread   iter_frames -> panel layout (first frames) -> crop both panels
-                    -> grey -> resize to S x S -> queue (bounded)
+    decode thread   frames -> crop both panels -> grey -> resize to S x S -> channel
     main thread     batches of B -> predictor -> probabilities (S x S)
-                    -> optional temporal median -> queue (bounded)
+                    -> optional temporal median -> channel
     encode thread   bilinear resize to the CEUS panel -> threshold -> mask.mkv,
                     overlay.mp4, per-frame TIC scalars (area, mean grey, mean linear power)
+
+A failure in any stage (decode error, inference error, full disk) or an
+interrupt stops all of them within a fraction of a second.
 
 Outputs go to a temporary folder beside ``out_dir`` that is renamed to
 ``out_dir`` only when everything succeeded (see :func:`ceuspipe.fsutil.atomic_dir`).
@@ -17,25 +22,25 @@ Outputs go to a temporary folder beside ``out_dir`` that is renamed to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from ceuspipe import __version__
-from ceuspipe.errors import CeuspipeError, InputError, OutputError
+from ceuspipe.devices import resolve_device
+from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text, safe_name
 from ceuspipe.segment.overlay import overlay_frame
-from ceuspipe.segment.predictor import (ModelSpec, Predictor, load_spec, make_predictor,
-                                        prepare_panel, probability_to_mask, resolve_device)
+from ceuspipe.segment.model_spec import ModelSpec, load_spec
+from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.video.layout import LayoutOptions
 from ceuspipe.preprocess import to_gray
@@ -45,7 +50,6 @@ log = logging.getLogger("ceuspipe")
 
 OUTPUT_SUFFIX = ".ceuspipe"
 MASK_NAME, OVERLAY_NAME = "mask.mkv", "overlay.mp4"
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,26 @@ class SegmentConfig(LayoutOptions):
     cache_dir: str | None = None
     overlay_crf: int = 20
     queue_frames: int = 16
+
+    def __post_init__(self) -> None:
+        from ceuspipe import configs
+        from ceuspipe.segment.predictor import ENGINES
+        from ceuspipe.tic.models import MODELS
+
+        super().__post_init__()
+        configs.number("sample_fps", self.sample_fps, above=0, optional=True, unit="frames per second")
+        configs.number("batch_size", self.batch_size, minimum=1, integer=True)
+        configs.device("device", self.device)
+        configs.choice("engine", self.engine, ENGINES)
+        configs.number("dynamic_range_db", self.dynamic_range_db, above=0, unit="dB")
+        configs.choice("tic_model", self.tic_model, tuple(MODELS))
+        configs.number("temporal_smoothing", self.temporal_smoothing, minimum=0, integer=True, unit="frames")
+        configs.number("threshold", self.threshold, above=0, maximum=1, optional=True)
+        configs.number("overlay_crf", self.overlay_crf, minimum=0, maximum=51, integer=True)
+        configs.number("queue_frames", self.queue_frames, minimum=2, integer=True)
+        configs.path_or_none("cache_dir", self.cache_dir)
+        if self.engine == "onnx" and self.device.startswith("cuda"):
+            raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
 
 
 @dataclass
@@ -123,56 +147,6 @@ def default_out_dir(clip: str | os.PathLike) -> Path:
     return clip.parent / f"{safe_name(clip.stem)}{OUTPUT_SUFFIX}"
 
 
-# --------------------------------------------------------------------------- threads
-
-
-class _Worker(threading.Thread):
-    """A daemon thread whose exception is re-raised by :meth:`join_checked`."""
-
-    def __init__(self, target: Callable[[], None], name: str):
-        super().__init__(name=name, daemon=True)
-        self._fn = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            self.error = exc
-
-    def join_checked(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    """Put with back-pressure; False when the run is being stopped."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event, worker: _Worker | None = None) -> Any:
-    """Get, giving up when the producer thread died or the run is being stopped."""
-    while True:
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            if stop.is_set():
-                return _END
-            if worker is not None and not worker.is_alive():
-                try:
-                    return q.get_nowait()
-                except queue.Empty:
-                    worker.join_checked()
-                    return _END
-
-
 @dataclass
 class _Item:
     index: int
@@ -182,25 +156,21 @@ class _Item:
     us_in: np.ndarray      # (S, S) float32
 
 
-class _Sampler:
-    """``select`` callback keeping the first frame at or after each ``n / fps`` s."""
+@dataclass
+class StreamResult:
+    """What the streaming part of :func:`segment_video` measured.
 
-    def __init__(self, sample_fps: float | None):
-        self.fps = sample_fps
-        self.next_n = 0
-        self.decoded = 0
-        self.last_time_s = 0.0
+    ``frames``: frames segmented; ``frames_decoded``: every decoded frame;
+    ``duration_s``: time of the last segmented frame (s); ``stream_s``: wall
+    seconds of the streaming part; ``tic``: the per-frame curve accumulator."""
 
-    def __call__(self, time_s: float) -> bool:
-        self.decoded += 1
-        self.last_time_s = time_s
-        if self.fps is None:
-            return True
-        reached = int(np.floor(time_s * self.fps + 1e-9))
-        if reached < self.next_n:
-            return False
-        self.next_n = reached + 1
-        return True
+    frames: int
+    frames_decoded: int
+    duration_s: float
+    layout: PanelLayout
+    layout_decision: dict
+    tic: Any
+    stream_s: float
 
 
 # --------------------------------------------------------------------------- main entry
@@ -223,12 +193,6 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
     t_start = time.perf_counter()
     clip = Path(clip)
     out = Path(out_dir) if out_dir is not None else default_out_dir(clip)
-    if config.batch_size < 1:
-        raise InputError(None, "batch size must be at least 1")
-    if config.sample_fps is not None and not config.sample_fps > 0:
-        raise InputError(None, "sample fps must be positive")
-    if config.tic_model not in ("lognormal", "gamma"):
-        raise InputError(None, f"unknown TIC model {config.tic_model!r} (lognormal or gamma)")
     if out.exists() and not config.overwrite:
         raise OutputError(out, "output folder exists (use --overwrite to replace it)")
 
@@ -246,16 +210,17 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
 
     with atomic_dir(out, overwrite=config.overwrite) as tmp:
         stats = _stream(clip, tmp, predictor, spec, config, threshold, fps_hint, progress)
-        stream_s = stats["stream_s"]
+        stream_s = stats.stream_s
         report = SegmentReport(
-            source=clip, out_dir=out, frames=stats["frames"], frames_decoded=stats["decoded"],
-            duration_s=stats["duration_s"], wall_s=0.0, stream_s=stream_s,
-            fps=stats["frames"] / stream_s if stream_s > 0 else float("nan"),
+            source=clip, out_dir=out, frames=stats.frames, frames_decoded=stats.frames_decoded,
+            duration_s=stats.duration_s, wall_s=0.0, stream_s=stream_s,
+            fps=stats.frames / stream_s if stream_s > 0 else float("nan"),
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
-            layout=stats["layout"], checkpoint=Path(checkpoint), model_config=spec.config,
+            layout=stats.layout, checkpoint=Path(checkpoint), model_config=spec.config,
             model_quantization=spec.quantization)
         meta = _metadata(report, config, threshold)
-        report.tic = _write_tic(tmp, stats["tic"], meta, config)
+        meta["layout_decision"] = stats.layout_decision
+        report.tic = _write_tic(tmp, stats.tic, meta, config)
         report.wall_s = time.perf_counter() - t_start
         tic = report.tic
         tic_short = {"success": tic.get("success"), "reason": tic.get("reason"), "model": tic.get("model"),
@@ -313,144 +278,106 @@ def _metadata(report: SegmentReport, config: SegmentConfig, threshold: float) ->
 
 
 def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config: SegmentConfig,
-            threshold: float, fps_hint: float, progress: bool) -> dict:
+            threshold: float, fps_hint: float, progress: bool) -> StreamResult:
+    """Decode (thread) -> inference (this thread) -> masks, overlay, curve (thread).
+
+    The layout is resolved before any thread starts. Any stage failing, or an
+    interrupt of this thread, stops all three within about
+    :data:`ceuspipe.streaming.POLL_S` seconds (bar a call stuck inside a library)
+    and the first real error is re-raised; the video writers are then aborted.
+    """
     from tqdm import tqdm
 
+    from ceuspipe.streaming import StageGroup
     from ceuspipe.tic import TicAccumulator
-    from ceuspipe.video.reader import iter_frames
+    from ceuspipe.video.clip_stream import open_clip
     from ceuspipe.video.writer import VideoWriter
 
     size = spec.size
-    stop = threading.Event()
-    in_q: queue.Queue = queue.Queue(maxsize=max(2, config.queue_frames))
-    out_q: queue.Queue = queue.Queue(maxsize=max(2, config.queue_frames))
-    layout_box: dict[str, PanelLayout] = {}
-    layout_ready = threading.Event()
-    sampler = _Sampler(config.sample_fps)
-
-    def items(frames, layout: PanelLayout) -> Iterator[_Item]:
-        for f in frames:
-            yield _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
-                        prepare_panel(crop(f.image, layout.us), size))
+    t0 = time.perf_counter()
+    clip_stream = open_clip(clip, config, sample_fps=config.sample_fps)
+    layout = clip_stream.layout
+    ceus = layout.ceus
+    group = StageGroup("segment")
+    decoded = group.channel(config.queue_frames, "decoded frames")
+    predicted = group.channel(config.queue_frames, "predicted masks")
+    acc = TicAccumulator(config.dynamic_range_db)
+    smoother = TemporalMedian(config.temporal_smoothing)
+    writers: list[VideoWriter] = []
+    bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
 
     def decode() -> None:
         try:
-            pending = []
-            layout = None
-            for frame in iter_frames(clip, select=sampler):
-                if stop.is_set():
-                    return
-                if layout is None:
-                    pending.append(frame)
-                    if len(pending) < config.layout_samples:
-                        continue
-                    layout = _layout(pending)
-                    frames = pending
-                    pending = []
-                else:
-                    frames = [frame]
-                for item in items(frames, layout):
-                    if not _put(in_q, item, stop):
-                        return
-            if layout is None:
-                if not pending:
-                    raise InputError(clip, "no frames could be decoded")
-                layout = _layout(pending)
-                for item in items(pending, layout):
-                    if not _put(in_q, item, stop):
-                        return
+            for f in clip_stream:
+                decoded.put(_Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
+                                  prepare_panel(crop(f.image, layout.us), size)))
         finally:
-            layout_ready.set()
-            _put(in_q, _END, stop)
+            clip_stream.close()
+        decoded.finish()
 
-    def _layout(frames) -> PanelLayout:
-        layout = config.resolve([f.image for f in frames], source=str(clip))
-        layout_box["layout"] = layout
-        layout_ready.set()
-        return layout
+    def infer() -> None:
+        batch: list[_Item] = []
 
-    acc = TicAccumulator(config.dynamic_range_db)
-    writers: dict[str, VideoWriter] = {}
+        def run_batch() -> None:
+            probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
+            for b, p in zip(batch, probs):
+                for pair in smoother.push(b, p):
+                    predicted.put(pair)
+            bar.update(len(batch))
+            batch.clear()
+
+        for item in decoded:
+            batch.append(item)
+            if len(batch) == config.batch_size:
+                run_batch()
+        if batch:
+            run_batch()
+        for pair in smoother.flush():
+            predicted.put(pair)
+        predicted.finish()
 
     def encode() -> None:
-        layout = layout_box["layout"]
-        ceus = layout.ceus
-        writers["mask"] = VideoWriter(tmp / MASK_NAME, ceus.w, ceus.h, fps=fps_hint, codec="ffv1",
-                                      pix_fmt="gray")
-        # H.264 yuv420p needs even sizes: the overlay keeps the frame size, padded if odd.
-        H, W = layout.frame_height, layout.frame_width
-        writers["overlay"] = VideoWriter(tmp / OVERLAY_NAME, W + W % 2, H + H % 2, fps=fps_hint,
-                                         codec="libx264", pix_fmt="yuv420p",
-                                         options={"crf": str(config.overlay_crf), "preset": "veryfast"})
-        while True:
-            got = _get(out_q, stop)
-            if got is _END:
-                return
-            item, prob = got
+        mask_video, overlay_video = writers
+        for item, prob in predicted:
             mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
-            writers["mask"].write(mask * np.uint8(255), item.time_s)
+            mask_video.write(mask * np.uint8(255), item.time_s)
             ov = overlay_frame(item.image, mask, layout)
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
-            writers["overlay"].write(ov, item.time_s)
+            overlay_video.write(ov, item.time_s)
             acc.add(item.index, item.time_s, to_gray(crop(item.image, ceus)), mask)
 
-    decoder = _Worker(decode, "ceuspipe-decode")
-    encoder = _Worker(encode, "ceuspipe-encode")
-    smoother = TemporalMedian(config.temporal_smoothing)
-    t0 = time.perf_counter()
-    decoder.start()
-    n_done = 0
-    bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
     try:
-        layout_ready.wait()
-        if "layout" not in layout_box:
-            decoder.join_checked()
-            raise InputError(clip, "no frames could be decoded")
-        encoder.start()
-        done = False
-        while not done:
-            batch: list[_Item] = []
-            while len(batch) < config.batch_size:
-                got = _get(in_q, stop, decoder)
-                if got is _END:
-                    done = True
-                    break
-                batch.append(got)
-            if encoder.error is not None:
-                break
-            if batch:
-                probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
-                for b, p in zip(batch, probs):
-                    for pair in smoother.push(b, p):
-                        _put(out_q, pair, stop)
-                n_done += len(batch)
-                bar.update(len(batch))
-        for pair in smoother.flush():
-            _put(out_q, pair, stop)
-        _put(out_q, _END, stop)
-        encoder.join_checked()
-        decoder.join_checked()
-        for w in writers.values():
+        writers.append(VideoWriter(tmp / MASK_NAME, ceus.w, ceus.h, fps=fps_hint, codec="ffv1",
+                                   pix_fmt="gray"))
+        # H.264 yuv420p needs even sizes: the overlay keeps the frame size, padded if odd.
+        H, W = layout.frame_height, layout.frame_width
+        writers.append(VideoWriter(tmp / OVERLAY_NAME, W + W % 2, H + H % 2, fps=fps_hint,
+                                   codec="libx264", pix_fmt="yuv420p",
+                                   options={"crf": str(config.overlay_crf), "preset": "veryfast"}))
+        group.start(decode, "decode")
+        group.start(encode, "encode")
+        group.run(infer, "inference")
+        group.join()
+        for w in writers:
             w.close()
-    except BaseException:
-        stop.set()
-        for w in (decoder, encoder):
-            if w.is_alive() or w.ident is not None:
-                w.join(timeout=30)
-        for wr in writers.values():
-            wr.abort()
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):
+            group.stop(exc)
+        with contextlib.suppress(Exception):  # a decoder still busy in a stuck thread
+            clip_stream.close()
+        for w in writers:
+            w.abort()
         raise
     finally:
         bar.close()
     stream_s = time.perf_counter() - t0
     if len(acc) == 0:
         raise InputError(clip, "no frames were segmented")
-    from ceuspipe.video.reader import check_clip_length
-
-    check_clip_length(clip, sampler.decoded, sampler.last_time_s)
-    return {"frames": len(acc), "decoded": sampler.decoded, "duration_s": float(acc.arrays()["time_s"][-1]),
-            "layout": layout_box["layout"], "tic": acc, "stream_s": stream_s}
+    clip_stream.check_length()
+    return StreamResult(frames=len(acc), frames_decoded=clip_stream.frames_decoded,
+                        duration_s=float(acc.arrays()["time_s"][-1]), layout=layout,
+                        layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s)
 
 
 # --------------------------------------------------------------------------- TIC

@@ -30,6 +30,24 @@ class TrainConfig:
     resume: bool = False
     fold: int | None = None
 
+    def __post_init__(self) -> None:
+        from ceuspipe import configs
+        from ceuspipe.model.variants import VARIANTS
+
+        for key in ("dataset", "run_dir"):
+            configs.path_or_none(key, getattr(self, key))
+        configs.choice("variant", self.variant, VARIANTS)
+        configs.number("width", self.width, above=0)
+        configs.number("epochs", self.epochs, minimum=1, integer=True)
+        configs.number("batch_size", self.batch_size, minimum=1, integer=True)
+        configs.number("lr", self.lr, above=0)
+        configs.number("size", self.size, minimum=16, integer=True, unit="pixels")
+        configs.number("threshold", self.threshold, above=0, maximum=1)
+        configs.device("device", self.device)
+        configs.number("seed", self.seed, minimum=0, integer=True)
+        configs.number("workers", self.workers, minimum=0, integer=True)
+        configs.number("fold", self.fold, minimum=0, integer=True, optional=True)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -58,17 +58,10 @@ class TrainResult:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" -> CUDA (this process's local rank) when available, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(None, f"device {name!r} asked for but CUDA is not available")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-    elif name != "cpu":
-        raise InputError(None, f"unknown device {name!r} (auto, cpu, cuda or cuda:N)")
-    return torch.device(name)
+    """The torch device for ``name`` (see :func:`ceuspipe.devices.resolve_device`)."""
+    from ceuspipe.devices import resolve_device as resolve_name
+
+    return torch.device(resolve_name(name, local_rank))
 
 
 @torch.no_grad()
