@@ -25,3 +25,9 @@ class OutputError(CeuspipeError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a cron ``timeout``, ``kill``): raised in the main thread like
+    ``KeyboardInterrupt``, so every ``finally`` and atomic-output clean-up runs;
+    the CLI exits with status 143."""

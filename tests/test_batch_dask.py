@@ -9,7 +9,8 @@ import time
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from test_batch_helpers import make_inbox, write_clip, write_pipeline
+from conftest import write_clip
+from test_batch_helpers import make_inbox, write_pipeline
 
 
 def _tree(root):

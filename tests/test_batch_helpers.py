@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from ceuspipe.errors import InputError
 
@@ -63,25 +62,6 @@ def decode_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
 
 
 # ------------------------------------------------------------------ data
-
-
-def write_clip(path: Path, *, frames: int = 12, fps: float = 4.0, seed: int = 0,
-               width: int = 160, height: int = 80) -> Path:
-    """A tiny dual-panel clip (black screen, darker textured CEUS panel left, brighter
-    B-mode panel right, contrast rising over time), H.264 mp4."""
-    from ceuspipe.video.writer import VideoWriter
-
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    texture = rng.integers(0, 60, size=(height - 20, width // 2 - 20), dtype=np.uint8)
-    with VideoWriter(path, width, height, fps=fps, codec="libx264") as w:
-        for i in range(frames):
-            img = np.zeros((height, width, 3), np.uint8)
-            ceus = np.clip(texture // 2 + 20 + 8 * i + rng.integers(0, 30, texture.shape), 0, 255)
-            img[10:height - 10, 10:width // 2 - 10] = ceus.astype(np.uint8)[..., None]
-            img[10:height - 10, width // 2 + 10:width - 10] = (texture + 120)[..., None]
-            w.write(img, i / fps)
-    return path
 
 
 def write_pipeline(path: Path, inbox: Path, output: Path, stages: dict, **top) -> Path:

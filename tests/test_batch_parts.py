@@ -16,6 +16,7 @@ from ceuspipe.batch.lock import EX_TEMPFAIL, LockHeld, OutputLock, current_holde
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.errors import InputError
 from ceuspipe.inputs import ExamInput
+from conftest import write_checkpoint
 from test_batch_helpers import make_inbox
 
 
@@ -69,7 +70,7 @@ def test_pipeline_file_errors_name_file_and_key(tmp_path, text, message):
 
 def test_segment_stage_options_resolve_model_path(tmp_path):
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "best.pt").write_bytes(b"x")
+    write_checkpoint(tmp_path / "conf" / "best.pt")
     _, pipe = _load(tmp_path, 'inbox = "i"\noutput = "o"\n[stages.segment]\nmodel = "best.pt"\n'
                               'dynamic_range_db = 50\ntic_model = "gamma"\n')
     assert pipe.stages[0].options == {"model": str(tmp_path / "conf" / "best.pt"),
@@ -149,7 +150,7 @@ def test_shipped_example_pipelines_load(tmp_path):
         load_pipeline(repo / "pipelines" / "nightly_segmentation.toml")
     assert "stages.segment.model: file not found: /models/ceusegnet/best.pt" in str(info.value)
     text = (repo / "pipelines" / "nightly_segmentation.toml").read_text()
-    (tmp_path / "best.pt").write_bytes(b"x")
+    write_checkpoint(tmp_path / "best.pt")
     (tmp_path / "n.toml").write_text(text.replace("/models/ceusegnet/best.pt", str(tmp_path / "best.pt")))
     nightly = load_pipeline(tmp_path / "n.toml")
     assert [s.name for s in nightly.stages] == ["keyframes", "segment"] and nightly.settle_s == 60

@@ -10,7 +10,8 @@ import time
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from test_batch_helpers import make_inbox, write_clip, write_pipeline
+from conftest import write_clip
+from test_batch_helpers import make_inbox, write_pipeline
 
 DIGEST = "test_batch_helpers:digest_stage"
 DECODE = "test_batch_helpers:decode_stage"

@@ -6,22 +6,16 @@ import json
 import os
 import time
 
-import torch
 
 from ceuspipe.batch.ledger import Ledger
-from ceuspipe.model import build_model
-from ceuspipe.train.checkpoint import save_checkpoint
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from test_batch_helpers import write_clip, write_pipeline
+from conftest import write_clip, write_checkpoint
+from test_batch_helpers import write_pipeline
 
 
 def test_keyframes_and_segment_stages(tmp_path):
-    torch.manual_seed(0)
-    model = build_model("full", 0.125).eval()
-    save_checkpoint(tmp_path / "tiny.pt", {"config": {"variant": "full", "width": 0.125, "size": 64,
-                                                      "threshold": 0.5},
-                                           "model": model.state_dict(), "epoch": 0})
+    write_checkpoint(tmp_path / "tiny.pt")
     clip = write_clip(tmp_path / "inbox" / "P001" / "visit1" / "clip.mp4", frames=8, fps=4.0)
     old = time.time() - 3600
     os.utime(clip, (old, old))

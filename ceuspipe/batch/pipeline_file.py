@@ -7,6 +7,7 @@ jobs = 2                            # exams in parallel on this machine (-1: one
 scheduler = "tcp://head:8786"       # optional: a Dask scheduler instead of local processes
 settle_seconds = 10                 # files modified more recently are left for the next run
 recheck_seconds = 2                 # second look at size/mtime this long after the first
+exam_timeout_seconds = 1800         # an exam still running after this is stopped and failed
 
 [stages.keyframes]                  # stages run in file order, each with its options
 sample_fps = 1.0
@@ -40,7 +41,10 @@ from ceuspipe.errors import InputError
 
 DEFAULT_SETTLE_S = 10.0
 DEFAULT_RECHECK_S = 2.0
-_TOP_KEYS = {"inbox", "output", "jobs", "scheduler", "settle_seconds", "recheck_seconds", "stages"}
+#: Seconds an exam may run before it is stopped and failed as "timed out" (local workers).
+DEFAULT_EXAM_TIMEOUT_S = 1800.0
+_TOP_KEYS = {"inbox", "output", "jobs", "scheduler", "settle_seconds", "recheck_seconds",
+             "exam_timeout_seconds", "stages"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Pipeline:
     scheduler: str | None = None
     settle_s: float = DEFAULT_SETTLE_S
     recheck_s: float = DEFAULT_RECHECK_S
+    exam_timeout_s: float = DEFAULT_EXAM_TIMEOUT_S
 
     @property
     def stages_hash(self) -> str:
@@ -127,6 +132,8 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
         raise InputError(path, f"scheduler: must be an address string like tcp://host:8786, got {scheduler!r}")
     settle = _number(path, "settle_seconds", data.get("settle_seconds", DEFAULT_SETTLE_S))
     recheck = _number(path, "recheck_seconds", data.get("recheck_seconds", DEFAULT_RECHECK_S))
+    timeout = _number(path, "exam_timeout_seconds", data.get("exam_timeout_seconds", DEFAULT_EXAM_TIMEOUT_S),
+                      minimum=0.1)
 
     tables = data.get("stages")
     if not isinstance(tables, dict) or not tables:
@@ -149,4 +156,4 @@ def load_pipeline(path: str | os.PathLike) -> Pipeline:
             raise InputError(path, f"{key}{'.' if not str(msg).startswith(':') else ''}{msg}") from None
         stages.append(StageSpec(name=name, function=function, options=options))
     return Pipeline(path=path, inbox=inbox, output=output, stages=tuple(stages), jobs=jobs,
-                    scheduler=scheduler, settle_s=settle, recheck_s=recheck)
+                    scheduler=scheduler, settle_s=settle, recheck_s=recheck, exam_timeout_s=timeout)

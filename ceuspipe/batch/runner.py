@@ -1,8 +1,9 @@
 """``ceuspipe run``: process every new exam of an inbox exactly once.
 
 One coordinating process holds the output-root lock, reads and writes the
-ledger, and hands exams to workers (this process for ``jobs=1``, joblib's loky
-process pool for ``jobs>1``, or a Dask cluster for ``scheduler``). A worker runs
+ledger, and hands exams to workers (:mod:`ceuspipe.batch.worker`: a fresh local
+process per exam, ``jobs`` at a time, each stopped after the pipeline's
+``exam_timeout_seconds``; or a Dask cluster for ``scheduler``). A worker runs
 the stages of one exam into ``OUT/.ceuspipe/tmp/<run>/<n>/`` and returns what it
 did; it never touches the ledger or the final folders. The coordinator then
 
@@ -13,7 +14,8 @@ did; it never touches the ledger or the final folders. The coordinator then
 A crash at any point leaves the exam ``running`` (or its old folder intact), and
 the next run redoes it; temporary folders of dead runs are removed at start.
 An exam that kills its run :data:`MAX_INTERRUPTED` times is marked failed instead
-of being retried forever.
+of being retried forever. A stopped run (Ctrl-C, SIGTERM) kills its workers,
+puts its unfinished exams back to pending and releases the lock.
 """
 
 from __future__ import annotations
@@ -24,173 +26,20 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable
 
 from ceuspipe.batch.discover import discover
 from ceuspipe.batch.ledger import ExamRow, Ledger
 from ceuspipe.batch.lock import OutputLock
-from ceuspipe.batch.pipeline_file import Pipeline, StageSpec
-from ceuspipe.errors import CeuspipeError
+from ceuspipe.batch.pipeline_file import Pipeline
+from ceuspipe.batch.worker import ExamOutcome, ExamTask, connect_dask, error_line, iter_outcomes
 
 log = logging.getLogger("ceuspipe")
 
 MAX_INTERRUPTED = 3
 EXAM_RECORD = "batch.json"
-
-
-# ------------------------------------------------------------------ worker side
-
-
-@dataclass(frozen=True)
-class ExamTask:
-    """What a worker needs: the exam, its private temporary folder, the stages."""
-
-    exam: Any  # ceuspipe.inputs.ExamInput
-    tmp_dir: str
-    stages: tuple[StageSpec, ...]
-
-
-@dataclass(frozen=True)
-class ExamOutcome:
-    """What a worker returns: ``outputs`` per stage name (paths relative to the exam
-    folder), or ``error`` (one line naming the source file). ``seconds``: wall time."""
-
-    path: str
-    ok: bool
-    outputs: dict[str, Any] | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-
-def error_line(path: str, exc: BaseException) -> str:
-    """One line ``PATH: problem`` for a failed exam."""
-    text = " ".join(str(exc).split())
-    if isinstance(exc, CeuspipeError):
-        return text if text.startswith(path) else f"{path}: {text}"
-    return f"{path}: {exc.__class__.__name__}: {text}" if text else f"{path}: {exc.__class__.__name__}"
-
-
-def _relativize(value: Any, base: Path) -> Any:
-    """JSON-able copy of a stage result; paths under ``base`` become relative strings."""
-    if isinstance(value, dict):
-        return {str(k): _relativize(v, base) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_relativize(v, base) for v in value]
-    if isinstance(value, os.PathLike):
-        p = Path(value)
-        try:
-            return p.relative_to(base).as_posix()
-        except ValueError:
-            return str(p)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def process_exam(task: ExamTask) -> ExamOutcome:
-    """Run every stage of one exam into ``task.tmp_dir``. Never raises (bar interrupts)."""
-    from ceuspipe.batch.stages import resolve_stage
-
-    t0 = time.monotonic()
-    path = str(task.exam.path)
-    tmp = Path(task.tmp_dir)
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        outputs: dict[str, Any] = {}
-        for stage in task.stages:
-            fn = resolve_stage(stage.function)
-            result = fn(task.exam, tmp, dict(stage.options))
-            outputs[stage.name] = _relativize(result or {}, tmp)
-        return ExamOutcome(path, True, outputs=outputs, seconds=time.monotonic() - t0)
-    except Exception as exc:  # noqa: BLE001 - one bad exam fails alone
-        log.debug("exam %s failed", path, exc_info=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return ExamOutcome(path, False, error=error_line(path, exc), seconds=time.monotonic() - t0)
-
-
-# ------------------------------------------------------------------ executors
-
-
-def _crashed(task: ExamTask, why: str) -> ExamOutcome:
-    return ExamOutcome(str(task.exam.path), False, error=f"{task.exam.path}: worker process died ({why})")
-
-
-def _run_local(tasks: list[ExamTask]) -> Iterator[ExamOutcome]:
-    for task in tasks:
-        yield process_exam(task)
-
-
-def _run_loky(tasks: list[ExamTask], jobs: int) -> Iterator[ExamOutcome]:
-    """joblib's loky process pool. A worker that dies (segfault in a decoder, OOM kill)
-    breaks the pool: the exams caught in it are rerun one at a time in a fresh
-    one-worker pool, so only the exam that really kills its worker fails."""
-    from joblib.externals.loky import get_reusable_executor
-
-    executor = get_reusable_executor(max_workers=jobs, reuse=True)
-    futures = {executor.submit(process_exam, t): t for t in tasks}
-    suspects: list[ExamTask] = []
-    for fut in as_completed(futures):
-        try:
-            yield fut.result()
-        except Exception as exc:  # noqa: BLE001 - TerminatedWorkerError, BrokenProcessPool
-            suspects.append(futures[fut])
-            log.debug("worker pool broke: %s", exc)
-    for task in sorted(suspects, key=lambda t: t.tmp_dir):
-        log.warning("%s: a worker died; rerunning this exam alone", task.exam.path)
-        single = get_reusable_executor(max_workers=1, reuse=False)
-        try:
-            yield single.submit(process_exam, task).result()
-        except Exception as exc:  # noqa: BLE001
-            yield _crashed(task, exc.__class__.__name__)
-
-
-def connect_dask(address: str):
-    """A ``distributed.Client`` for ``address``; :class:`CeuspipeError` when unreachable."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise CeuspipeError("--scheduler needs dask distributed: pip install 'ceuspipe[cluster]'") from None
-    try:
-        return Client(address, timeout=30)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise CeuspipeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
-
-
-def _run_dask(tasks: list[ExamTask], client) -> Iterator[ExamOutcome]:
-    """Dask distributed: ``client.map`` + ``as_completed``; the workers need ceuspipe
-    installed and the inbox and output root at the same paths. Closes ``client``."""
-    from distributed import as_completed as dask_completed
-
-    try:
-        futures = client.map(process_exam, tasks, pure=False)
-        owner = {f.key: t for f, t in zip(futures, tasks)}
-        for fut in dask_completed(futures):
-            try:
-                yield fut.result()
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connection...
-                yield _crashed(owner[fut.key], f"{exc.__class__.__name__}: {exc}")
-            fut.release()
-    finally:
-        client.close()
-
-
-def iter_outcomes(tasks: list[ExamTask], *, jobs: int = 1, client=None) -> Iterator[ExamOutcome]:
-    """Outcomes in completion order, from this process, a loky pool or the Dask
-    cluster of ``client`` (a ``distributed.Client``, closed at the end)."""
-    if client is not None:
-        return _run_dask(tasks, client)
-    if not tasks:
-        return iter(())
-    if jobs == -1:
-        jobs = os.cpu_count() or 1
-    if jobs <= 1 or len(tasks) == 1:
-        return _run_local(tasks)
-    return _run_loky(tasks, min(jobs, len(tasks)))
 
 
 # ------------------------------------------------------------------ coordinator
@@ -267,13 +116,19 @@ def _collect(outcomes: Iterable[ExamOutcome], report: RunReport, ledger: Ledger,
                           "patient_id": exam.patient_id, "exam_id": exam.exam_id, "run_id": run_id,
                           "pipeline": str(pipeline.path), "stages_hash": shash,
                           "stages": [s.name for s in pipeline.stages], "outputs": outcome.outputs}
+                if outcome.warnings:
+                    record["warnings"] = list(outcome.warnings)
                 (tmp / EXAM_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
                 _install(tmp, final, state / "trash")
             except OSError as exc:
                 outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc))
+        for line in outcome.warnings:
+            log.warning("%s", line)
         if outcome.ok:
-            ledger.mark_done(outcome.path, {"dir": f"{exam.patient_id}/{exam.exam_id}",
-                                            "stages": outcome.outputs})
+            record = {"dir": f"{exam.patient_id}/{exam.exam_id}", "stages": outcome.outputs}
+            if outcome.warnings:
+                record["warnings"] = list(outcome.warnings)
+            ledger.mark_done(outcome.path, record)
             report.done.append((outcome.path, final))
             log.info("[%d/%d] done %s/%s in %.1f s (%s)", n, total, exam.patient_id,
                      exam.exam_id, outcome.seconds, outcome.path)
@@ -286,11 +141,11 @@ def _collect(outcomes: Iterable[ExamOutcome], report: RunReport, ledger: Ledger,
 def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str | None = None,
                  retry_failed: bool = False, settle_s: float | None = None,
                  recheck_s: float | None = None, redo_outdated: bool = False,
-                 progress: bool = False) -> RunReport:
+                 exam_timeout_s: float | None = None, progress: bool = False) -> RunReport:
     """Process the new and changed exams of ``pipeline.inbox`` into ``pipeline.output``.
 
-    ``jobs``/``scheduler``/``settle_s``/``recheck_s`` (seconds) override the pipeline
-    file. ``redo_outdated``: also redo done exams made with other stages or options.
+    ``jobs``/``scheduler``/``settle_s``/``recheck_s``/``exam_timeout_s`` (seconds)
+    override the pipeline file. ``redo_outdated``: also redo done exams made with other stages or options.
     Raises :class:`~ceuspipe.batch.lock.LockHeld` at once when another run
     holds the output root; per-exam failures are in the report, not raised.
     """
@@ -302,6 +157,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
     scheduler = pipeline.scheduler if scheduler is None else (scheduler or None)
     settle_s = pipeline.settle_s if settle_s is None else settle_s
     recheck_s = pipeline.recheck_s if recheck_s is None else recheck_s
+    exam_timeout_s = pipeline.exam_timeout_s if exam_timeout_s is None else exam_timeout_s
     state = out / ".ceuspipe"
     shash = pipeline.stages_hash
 
@@ -358,8 +214,8 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
 
         bar = tqdm(total=len(tasks), unit="exam", desc="exams", disable=not progress)
         try:
-            _collect(iter_outcomes(tasks, jobs=jobs, client=client), report, ledger, pipeline,
-                     by_path, task_of, run_id, bar)
+            _collect(iter_outcomes(tasks, jobs=jobs, client=client, timeout_s=exam_timeout_s), report,
+                     ledger, pipeline, by_path, task_of, run_id, bar)
         except BaseException as exc:
             # Stopped (Ctrl-C, SIGTERM, lost scheduler): unfinished exams go back to pending
             # without counting as a crash; a kill -9 is handled by the next run instead.

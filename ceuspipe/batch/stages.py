@@ -16,7 +16,6 @@ attribute that checks options when the pipeline file is loaded (raise
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import shutil
 from pathlib import Path
@@ -77,57 +76,26 @@ def _abs(base_dir: Path, value: str) -> str:
 # ---------------------------------------------------------------- keyframes
 
 
-def _with_boxes(options: dict) -> dict:
-    """Copy of stage options with ``[x, y, w, h]`` panel boxes turned into :class:`Box`."""
-    from ceuspipe.video.panels import Box
-
+def _paths_absolute(options: dict, keys: tuple[str, ...], base_dir: Path) -> dict:
+    """Copy of ``options`` with the path options among ``keys`` made absolute against ``base_dir``."""
     opts = dict(options)
-    for key in ("ceus_box", "us_box"):
-        if opts.get(key) is not None:
-            opts[key] = Box(*opts[key])
+    for key in keys:
+        if isinstance(opts.get(key), str):
+            opts[key] = _abs(base_dir, opts[key])
     return opts
 
 
-def _check_boxes(options: dict) -> None:
-    """Validate the optional ``ceus_box`` / ``us_box`` pair (``[x, y, w, h]`` integers)."""
-    for key in ("ceus_box", "us_box"):
-        v = options.get(key)
-        if v is not None and (not isinstance(v, list) or len(v) != 4
-                              or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-            raise ValueError(f"{key}: must be [x, y, w, h] in full-frame pixels, got {v!r}")
-    if (options.get("ceus_box") is None) != (options.get("us_box") is None):
-        raise ValueError("ceus_box: ceus_box and us_box go together")
-
-
 def _keyframe_config(options: dict):
+    """The :class:`KeyframeConfig` of a stage's options (it checks every value itself)."""
+    from ceuspipe import configs
     from ceuspipe.keyframes_run import KeyframeConfig
 
-    return KeyframeConfig(**_with_boxes(options))
+    return configs.build(KeyframeConfig, options, exclude=("overwrite",))
 
 
 def _prepare_keyframes(options: dict, base_dir: Path) -> dict:
-    from ceuspipe.keyframes_run import KeyframeConfig
-
-    fields = {f.name for f in dataclasses.fields(KeyframeConfig)} - {"overwrite"}
-    for key, value in options.items():
-        if key not in fields:
-            raise ValueError(f"{key}: unknown option (known: {', '.join(sorted(fields))})")
-    if "sample_fps" in options:
-        v = options["sample_fps"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ValueError(f"sample_fps: must be a number > 0 (frames per second), got {v!r}")
-    for key in ("k", "layout_samples"):
-        v = options.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
-    _check_boxes(options)
-    if options.get("ceus_side") not in (None, "left", "right"):
-        raise ValueError(f"ceus_side: must be 'left' or 'right', got {options['ceus_side']!r}")
-    if options.get("layout_file") is not None:
-        if not isinstance(options["layout_file"], str):
-            raise ValueError("layout_file: must be a path string")
-        options["layout_file"] = _abs(base_dir, options["layout_file"])
-    _keyframe_config(options)  # anything else KeyframeConfig itself rejects
+    options = _paths_absolute(options, ("layout_file",), base_dir)
+    _keyframe_config(options)
     return options
 
 
@@ -157,46 +125,32 @@ keyframes_stage.prepare = _prepare_keyframes
 
 
 def _segment_config(options: dict):
+    """The :class:`SegmentConfig` of a stage's options (without ``model``; it checks the values)."""
+    from ceuspipe import configs
     from ceuspipe.segment.run import SegmentConfig
 
-    return SegmentConfig(**_with_boxes({k: v for k, v in options.items() if k != "model"}))
+    return configs.build(SegmentConfig, {k: v for k, v in options.items() if k != "model"},
+                         exclude=("overwrite",))
 
 
 def _prepare_segment(options: dict, base_dir: Path) -> dict:
-    from ceuspipe.segment.run import SegmentConfig
+    """Check the options and the model now, so a bad one fails the pipeline file, not every exam."""
+    from ceuspipe.segment.model_spec import load_spec
 
-    fields = {f.name for f in dataclasses.fields(SegmentConfig)} - {"overwrite"}
-    for key in options:
-        if key != "model" and key not in fields:
-            raise ValueError(f"{key}: unknown option (known: model, {', '.join(sorted(fields))})")
     model = options.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ValueError("model: missing; the checkpoint or ONNX path (e.g. model = \"/models/ceusegnet/best.pt\")")
-    options["model"] = _abs(base_dir, model)
+    options = _paths_absolute(options, ("model", "layout_file", "cache_dir"), base_dir)
     if not Path(options["model"]).is_file():
         raise ValueError(f"model: file not found: {options['model']}")
-    for key in ("layout_file", "cache_dir"):
-        if options.get(key) is not None:
-            if not isinstance(options[key], str):
-                raise ValueError(f"{key}: must be a path string")
-            options[key] = _abs(base_dir, options[key])
-    for key, lo in (("sample_fps", 0.0), ("dynamic_range_db", 0.0), ("threshold", 0.0)):
-        v = options.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= lo):
-            raise ValueError(f"{key}: must be a number > {lo:g}, got {v!r}")
-    for key in ("batch_size", "layout_samples", "queue_frames"):
-        v = options.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
-    choices = {"device": ("auto", "cpu", "cuda"), "engine": ("auto", "torch", "onnx"),
-               "tic_model": ("lognormal", "gamma"), "ceus_side": (None, "left", "right")}
-    for key, allowed in choices.items():
-        if key in options and options[key] not in allowed and not (
-                key == "device" and isinstance(options[key], str) and options[key].startswith("cuda:")):
-            raise ValueError(f"{key}: must be one of {', '.join(str(a) for a in allowed if a)}, "
-                             f"got {options[key]!r}")
-    _check_boxes(options)
-    _segment_config(options)
+    config = _segment_config(options)
+    try:
+        spec = load_spec(options["model"], "cpu")
+    except InputError as exc:
+        raise ValueError(f"model: {exc.problem}") from None
+    if spec.onnx_path is not None and (config.engine == "torch" or config.device.startswith("cuda")):
+        raise ValueError(f"device: an ONNX model runs on the CPU with ONNX Runtime only, not with "
+                         f"engine {config.engine!r} on device {config.device!r} (give the .pt checkpoint)")
     return options
 
 

@@ -22,6 +22,7 @@ class BatchStatus:
     failed: list[ExamRow] = field(default_factory=list)
     running: list[ExamRow] = field(default_factory=list)
     lock_holder: str = ""
+    warned: list[ExamRow] = field(default_factory=list)
 
 
 def _when(t: float | None) -> str:
@@ -37,12 +38,14 @@ def read_status(out_root: str | os.PathLike, *, runs: int = 5) -> BatchStatus:
     with Ledger(out_root, create=False) as ledger:
         status = BatchStatus(out_root, ledger.counts(), ledger.runs(runs),
                              list(ledger.exams("failed")), list(ledger.exams("running")))
+        status.warned = [r for r in ledger.exams("done") if (r.outputs or {}).get("warnings")]
     status.lock_holder = current_holder(out_root)
     return status
 
 
 def format_status(status: BatchStatus) -> list[str]:
-    """Lines for the terminal: counts, last runs, failures with their errors."""
+    """Lines for the terminal: counts, last runs, failures with their errors, and the
+    warnings of done exams (e.g. a panel layout detected with low confidence)."""
     c = status.counts
     lines = [f"{status.out_root}: {sum(c.values())} exam(s): " +
              ", ".join(f"{c[s]} {s}" for s in ("done", "failed", "running", "pending"))]
@@ -66,4 +69,7 @@ def format_status(status: BatchStatus) -> list[str]:
         lines.append(f"running (run {row.run_id}, since {_when(row.started)}): {row.path}")
     for row in status.failed:
         lines.append(f"FAILED {_when(row.finished)} {row.error or row.path}")
+    for row in status.warned:
+        for warning in row.outputs["warnings"]:
+            lines.append(f"WARNING (done {_when(row.finished)}) {warning}")
     return lines

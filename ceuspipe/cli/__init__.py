@@ -6,6 +6,9 @@ imports (torch, PyAV) happen inside the commands to keep start-up fast.
 
 Errors: a :class:`~ceuspipe.errors.CeuspipeError` (or any unexpected exception)
 becomes one line on stderr and exit status 1; ``--debug`` shows the traceback.
+Signals: Ctrl-C (SIGINT) and SIGTERM stop the command cleanly (temporary
+outputs removed, worker threads and processes stopped) with exit status 130 and
+143, the shell's convention for those signals.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
 
 import click
 
 from ceuspipe import __version__
-from ceuspipe.errors import CeuspipeError, InputError
+from ceuspipe.errors import CeuspipeError, InputError, Terminated
 
 log = logging.getLogger("ceuspipe")
 
@@ -34,8 +38,11 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
-            click.echo("ceuspipe: interrupted", err=True)
+            click.echo("ceuspipe: interrupted (Ctrl-C); temporary outputs removed", err=True)
             ctx.exit(130)
+        except Terminated:
+            click.echo("ceuspipe: terminated (SIGTERM); temporary outputs removed", err=True)
+            ctx.exit(143)
         except Exception as exc:  # noqa: BLE001 - the CLI boundary
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -67,6 +74,21 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    _raise_on_sigterm(ctx)
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _raise_on_sigterm(ctx: click.Context) -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread for this command's run."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def show_progress(ctx: click.Context | None = None) -> bool:

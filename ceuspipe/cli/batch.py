@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-
 import click
-
-
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 @click.command("run")
@@ -29,7 +23,8 @@ def run_cmd(pipeline_file, jobs, scheduler, retry_failed, redo_outdated, settle_
 
     Exit status: 0 all processed (files still being copied are left for the next
     run), 1 some exam failed (one line each below the summary), 75 another run
-    holds the output root (nothing done; harmless under cron).
+    holds the output root (nothing done; harmless under cron), 130/143 stopped by
+    Ctrl-C/SIGTERM (unfinished exams are redone by the next run).
     """
     from ceuspipe.batch.lock import LockHeld
     from ceuspipe.batch.pipeline_file import load_pipeline
@@ -39,8 +34,8 @@ def run_cmd(pipeline_file, jobs, scheduler, retry_failed, redo_outdated, settle_
     if jobs is not None and jobs < 1 and jobs != -1:
         raise click.BadParameter("must be >= 1 or -1", param_hint="--jobs")
     pipeline = load_pipeline(pipeline_file)
-    # SIGTERM (e.g. a cron/systemd timeout) stops cleanly: unfinished exams back to pending.
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM (a cron/systemd timeout) stops cleanly: workers killed, unfinished exams back
+    # to pending, the lock released, exit 143 (see ceuspipe.cli).
     try:
         report = run_pipeline(pipeline, jobs=jobs, scheduler=scheduler, retry_failed=retry_failed,
                               settle_s=settle_s, recheck_s=recheck_s, redo_outdated=redo_outdated,
