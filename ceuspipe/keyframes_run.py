@@ -33,7 +33,7 @@ from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
 from ceuspipe.keyframes import TopK, change_score
 from ceuspipe.preprocess import to_gray
-from ceuspipe.video.layout import LayoutOptions
+from ceuspipe.video.layout import LayoutOptions, layout_warnings
 from ceuspipe.video.panels import black_outside_panels, crop
 
 log = logging.getLogger("ceuspipe")
@@ -122,15 +122,20 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     layout = clip.layout
     top = TopK(config.k)
     rows: list[tuple[int, float, int, float, float]] = []  # n, time, frame index, score, gray
+    us_changes: list[float] = []  # the B-mode panel's change per sample, for the swapped-panel check
     previous_gray: np.ndarray | None = None
+    previous_us: np.ndarray | None = None
     try:
         for frame in clip:
             ceus_gray = to_gray(crop(frame.image, layout.ceus))
+            us_gray = to_gray(crop(frame.image, layout.us))
             mean_gray = float(ceus_gray.mean(dtype=np.float64))
             masked = None
             for n in frame.samples:
                 score = change_score(ceus_gray, previous_gray)
-                previous_gray = ceus_gray
+                if previous_gray is not None:
+                    us_changes.append(change_score(us_gray, previous_us))
+                previous_gray, previous_us = ceus_gray, us_gray
                 rows.append((n, frame.time_s, frame.index, score, mean_gray))
                 if top.would_keep(score, n):
                     if masked is None:
@@ -139,6 +144,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     finally:
         clip.close()
     clip.check_length()
+    warnings = layout_warnings(exam.path, layout, [r[3] for r in rows[1:]], us_changes)
 
     if len(rows) < config.k:
         log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",
@@ -165,6 +171,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "k": config.k,
             "layout": layout.to_dict(),
             "layout_decision": clip.decision.to_dict(),
+            "warnings": warnings,
             "n_frames_decoded": clip.frames_decoded,
             "n_samples": len(rows),
             "duration_s": round(clip.last_time_s, 6),

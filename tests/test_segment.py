@@ -61,7 +61,7 @@ def test_outputs_present_and_report(env, run):
     assert report.engine == "onnx" and report.device == "cpu"
     seg = json.loads((out / "segment.json").read_text())
     assert seg["frames"] == n and seg["engine"] == "onnx" and seg["fps"] > 0
-    assert seg["layout"] == env["layout"].to_dict()
+    assert PanelLayout.from_dict(seg["layout"]) == env["layout"] and seg["layout"]["origin"] == "boxes"
     # no temporary folders left beside the output
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
@@ -114,7 +114,7 @@ def test_tic_outputs(env, run):
     assert extra["model_checkpoint"] == str(env["ckpt"].resolve())
     assert extra["model_config"]["width"] == 0.125
     assert extra["dynamic_range_db"] == 60.0
-    assert extra["layout"] == env["layout"].to_dict()
+    assert PanelLayout.from_dict(extra["layout"]) == env["layout"]
     assert {"ceuspipe", "torch", "onnxruntime"} <= set(extra["versions"])
     assert (out / "tic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -30,10 +30,19 @@ import click
 @click.option("--preset", default="veryfast", show_default=True,
               type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]),
               help="libx264 speed preset (encoding is most of the generation time).")
+@click.option("--skin", default="default", show_default=True, metavar="NAME[+NAME...]",
+              help="Screen skin: default, sector, touching, separator, dark-start, fullhd, marks, "
+                   "frozen-bmode, stacked; combine with '+' (e.g. sector+touching).")
+@click.option("--format", "container", type=click.Choice(["mp4", "dicom-rgb", "dicom-jpeg"]), default="mp4",
+              show_default=True, help="Clip container: H.264 MP4 or a multi-frame US DICOM cine "
+                                      "(uncompressed RGB or JPEG baseline YBR_FULL_422).")
+@click.option("--no-dicom-regions", is_flag=True,
+              help="DICOM cines without the Sequence of Ultrasound Regions.")
 @click.option("-j", "--jobs", type=int, default=1, show_default=True, help="Patients in parallel (-1: all cores).")
 @click.option("--overwrite", is_flag=True, help="Regenerate exams that already exist.")
 def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, ceus_side, colormap,
-              dynamic_range_db, flash_at_s, exam_id, crf, preset, jobs, overwrite):
+              dynamic_range_db, flash_at_s, exam_id, crf, preset, skin, container, no_dicom_regions, jobs,
+              overwrite):
     """Write OUT/P001/exam1.mp4 ... with ground truth in OUT/P001/exam1.truth/.
 
     Each exam is a dual-amplitude screen capture (CEUS and B-mode panels side by
@@ -59,7 +68,8 @@ def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, c
                                panel_size=panel_size, ceus_side=ceus_side, colormap=colormap,
                                dynamic_range_db=dr, flash_times_s=tuple(flash_at_s),
                                exam_id=safe_name(exam_id, "exam1"), crf=crf,
-                               preset=preset)
+                               preset=preset, skin=skin, container=container,
+                               dicom_regions=not no_dicom_regions)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     clips = generate_phantom(out, patients, config, seed=seed, jobs=jobs, overwrite=overwrite,

@@ -42,7 +42,7 @@ from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
 from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
 from ceuspipe.segment.temporal import TemporalMedian
-from ceuspipe.video.layout import LayoutOptions
+from ceuspipe.video.layout import LayoutOptions, layout_warnings
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.panels import Box, PanelLayout, crop
 
@@ -162,7 +162,8 @@ class StreamResult:
 
     ``frames``: frames segmented; ``frames_decoded``: every decoded frame;
     ``duration_s``: time of the last segmented frame (s); ``stream_s``: wall
-    seconds of the streaming part; ``tic``: the per-frame curve accumulator."""
+    seconds of the streaming part; ``tic``: the per-frame curve accumulator;
+    ``warnings``: one-line layout warnings (unsure detection, panels look swapped)."""
 
     frames: int
     frames_decoded: int
@@ -171,6 +172,7 @@ class StreamResult:
     layout_decision: dict
     tic: Any
     stream_s: float
+    warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -220,6 +222,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             model_quantization=spec.quantization)
         meta = _metadata(report, config, threshold)
         meta["layout_decision"] = stats.layout_decision
+        meta["warnings"] = stats.warnings
         report.tic = _write_tic(tmp, stats.tic, meta, config)
         report.wall_s = time.perf_counter() - t_start
         tic = report.tic
@@ -306,11 +309,19 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     writers: list[VideoWriter] = []
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
 
+    changes: dict[str, list[float]] = {"ceus": [], "us": []}  # per frame, grey levels (model input)
+
     def decode() -> None:
+        previous = None
         try:
             for f in clip_stream:
-                decoded.put(_Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
-                                  prepare_panel(crop(f.image, layout.us), size)))
+                item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
+                             prepare_panel(crop(f.image, layout.us), size))
+                if previous is not None:
+                    changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
+                    changes["us"].append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
+                previous = item
+                decoded.put(item)
         finally:
             clip_stream.close()
         decoded.finish()
@@ -377,7 +388,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     clip_stream.check_length()
     return StreamResult(frames=len(acc), frames_decoded=clip_stream.frames_decoded,
                         duration_s=float(acc.arrays()["time_s"][-1]), layout=layout,
-                        layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s)
+                        layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s,
+                        warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]))
 
 
 # --------------------------------------------------------------------------- TIC

@@ -8,6 +8,9 @@ import numpy as np
 
 CEUS_SIDES = ("left", "right", "random")
 COLORMAPS = ("gray", "gold")
+#: clip containers: H.264 MP4, or a multi-frame US DICOM cine (uncompressed RGB or
+#: JPEG baseline YBR_FULL_422).
+CONTAINERS = ("mp4", "dicom-rgb", "dicom-jpeg")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class PhantomConfig:
     in 50-70 dB). ``flash_times_s``: start times of high-MI flash frames (bright
     CEUS panel for ``flash_duration_s``); empty by default. ``crf``/``preset`` are
     the libx264 settings of the clip.
+    ``skin``: the screen's display features, names from
+    :data:`ceuspipe.synth.screen.SKIN_FEATURES` joined by ``+`` (``"default"``: the
+    original screen; for ``"stacked"``, ``ceus_side`` ``"left"`` puts CEUS on top).
+    ``container``: one of :data:`CONTAINERS`; ``dicom_regions``: write a Sequence of
+    Ultrasound Regions for the two panels into DICOM cines.
     """
 
     duration_s: float = 90.0
@@ -36,6 +44,9 @@ class PhantomConfig:
     exam_id: str = "exam1"
     crf: int = 20
     preset: str = "veryfast"
+    skin: str = "default"
+    container: str = "mp4"
+    dicom_regions: bool = True
 
     def __post_init__(self) -> None:
         if not self.duration_s > 0 or not self.fps > 0:
@@ -57,9 +68,17 @@ class PhantomConfig:
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.dynamic_range_db is not None:
             object.__setattr__(self, "dynamic_range_db", float(self.dynamic_range_db))
-        from ceuspipe.synth.screen import make_geometry
+        if self.container not in CONTAINERS:
+            raise ValueError(f"container must be one of {CONTAINERS}, not {self.container!r}")
+        from ceuspipe.synth.screen import ScreenSkin, make_geometry
 
-        make_geometry(self.width, self.height, "left", self.panel_size)  # raises if too small
+        skin = ScreenSkin.parse(self.skin)  # raises for unknown names
+        make_geometry(self.width, self.height, "left", self.panel_size, skin=skin)  # raises if too small
+
+    @property
+    def clip_suffix(self) -> str:
+        """``".mp4"`` or ``".dcm"``."""
+        return ".mp4" if self.container == "mp4" else ".dcm"
 
     @property
     def n_frames(self) -> int:
@@ -69,6 +88,11 @@ class PhantomConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["flash_times_s"] = list(self.flash_times_s)
+        # fields added with the screen skins are written only when set, so the files of
+        # the original screen stay byte-identical to those written before them
+        for key, default in (("skin", "default"), ("container", "mp4"), ("dicom_regions", True)):
+            if d[key] == default:
+                del d[key]
         return d
 
 

@@ -10,21 +10,24 @@ import json
 import logging
 import math
 import os
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion, draw_lesion, draw_motion
 from ceuspipe.synth.bolus import LognormalBolus, draw_curves
 from ceuspipe.synth.config import PhantomConfig, patient_id, patient_seed
-from ceuspipe.synth.screen import TimerOverlay, gold_lut, make_geometry, render_static
+from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, clear_margin, fan_mask,
+                                   gold_lut, make_geometry, render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
 from ceuspipe.synth.tissue import render_tissue, warp
 from ceuspipe.synth.truth import (CEUS_MASK_VIDEO, TRUTH_FORMAT, TRUTH_JSON, US_MASK_VIDEO,
-                                  truth_dir_for)
+                                  geometry_side, truth_dir_for, truth_skin)
 
 log = logging.getLogger("ceuspipe")
 
@@ -55,14 +58,20 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
     (without frame times, which :func:`generate_exam` adds)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
     side = config.ceus_side if config.ceus_side != "random" else str(rng.choice(["left", "right"]))
-    geom = make_geometry(config.width, config.height, side, config.panel_size)
+    skin = ScreenSkin.parse(config.skin)
+    geom = make_geometry(config.width, config.height, side, config.panel_size, skin=skin)
     s = geom.panel_size
     dr = float(config.dynamic_range_db) if config.dynamic_range_db is not None \
         else round(float(rng.uniform(50.0, 70.0)), 1)
-    noise_floor = 10.0 ** ((-dr + 3.0) / 10.0)
+    # dark start: the noise floor 5 dB below the display floor (not 3 dB above), so
+    # before contrast arrives the CEUS panel is black but for rare speckle peaks of a
+    # few grey levels (and its pre-contrast grey levels read as the display floor)
+    noise_floor = 10.0 ** ((-dr + (-5.0 if skin.dark_start else 3.0)) / 10.0)
     lesion, parenchyma, pattern = draw_curves(rng, noise_floor)
     shape = draw_lesion(rng, s)
     motion = draw_motion(rng, s)
+    if skin.probe == "sector":
+        shape = _inside_fan(shape, motion, s)
     echo = str(rng.choice(["hypo", "hyper"]))
     contrast = float(rng.uniform(-10.0, -5.0) if echo == "hypo" else rng.uniform(4.0, 8.0))
     scale = s / 360.0
@@ -84,8 +93,8 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
         "fps": float(config.fps),
         "n_frames": config.n_frames,
         "duration_s": config.n_frames / config.fps,
-        "ceus_side": side,
-        "layout": geom.layout.to_dict(),
+        "ceus_side": geom.layout.ceus_side,
+        "layout": _boxes_dict(geom.layout),
         "dynamic_range_db": dr,
         "colormap": config.colormap,
         "noise_floor_power": noise_floor,
@@ -108,7 +117,44 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
                    "header": _header(rng, float(config.fps), dr)},
         "masks": {"ceus": CEUS_MASK_VIDEO, "us": US_MASK_VIDEO},
         "config": config.to_dict(),
-    }
+    } | _skin_truth(config, skin, geom)
+
+
+def _boxes_dict(layout) -> dict:
+    """The truth's ``layout``: the two boxes and the frame size (the format read by
+    :meth:`PanelLayout.from_dict`, without the detection fields)."""
+    d = layout.to_dict()
+    return {k: d[k] for k in ("ceus", "us", "frame_width", "frame_height")}
+
+
+def _skin_truth(config: PhantomConfig, skin: ScreenSkin, geom) -> dict:
+    """Truth entries of a non-default screen or container (none for the original one,
+    whose truth files stay as they were)."""
+    out = {}
+    if skin != DEFAULT_SKIN:
+        out["skin"] = {"name": config.skin, **skin.to_dict(),
+                       "separator_x": geom.separator_x}
+    if config.container != "mp4":
+        out["container"] = {"format": config.container, "ultrasound_regions": config.dicom_regions,
+                            "pixel_size_mm": [10.0 * geom.depth_cm / geom.panel_size] * 2}
+    return out
+
+
+def _inside_fan(shape: LesionShape, motion: RespiratoryMotion, s: int) -> LesionShape:
+    """``shape`` moved (towards the fan's centre line and mid-depth) until its region
+    of interest, at any breathing offset, lies inside the sector of :func:`fan_mask`."""
+    fan = fan_mask(s)
+    r = shape.max_roi_radius + math.hypot(motion.amplitude_x_px, motion.amplitude_y_px) + 2.0
+    inner = cv2.erode(fan.astype(np.uint8), cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * int(math.ceil(r)) + 1,) * 2)).astype(bool)
+    cx, cy = shape.center_x, shape.center_y
+    tx, ty = (s - 1) / 2.0, 0.62 * s
+    for k in range(101):
+        x, y = cx + (tx - cx) * k / 100, cy + (ty - cy) * k / 100
+        xi, yi = int(round(x)), int(round(y))
+        if 0 <= xi < s and 0 <= yi < s and inner[yi, xi]:
+            return replace(shape, center_x=float(x), center_y=float(y))
+    return replace(shape, center_x=float(tx), center_y=float(ty))
 
 
 def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
@@ -119,6 +165,52 @@ def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_
     # Round-trip through JSON: the renderer then uses exactly what load_truth will see,
     # so its masks equal truth_masks_at bit for bit.
     return json.loads(json.dumps(truth))
+
+
+def _marks(shape: LesionShape, motion: RespiratoryMotion, s: int, fan: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Marks drawn inside the panels: ``(ceus_marks, us_marks)``, each ``(s, s, 3) uint8``
+    RGB with 0 where there is no mark. A mode label top left, a focus triangle at
+    the right edge, a dotted yellow ROI circle in the quadrant away from the lesion
+    (CEUS panel); never on the lesion's region of interest at any breathing offset,
+    so the truth curves and masks stay exact."""
+    out = []
+    fs = max(0.25, 0.4 * s / 360.0)
+    for label in ("CEUS", "B"):
+        img = np.zeros((s, s, 3), np.uint8)
+        m = max(2, s // 40)
+        x_text = m if fan is None else int(0.38 * s)
+        cv2.putText(img, label, (x_text, m + int(22 * fs)), cv2.FONT_HERSHEY_SIMPLEX, fs, (240, 240, 90), 1,
+                    cv2.LINE_AA)
+        fy = int(0.4 * s)
+        tri = np.array([[s - 2, fy], [s - 2 - max(3, s // 40), fy - max(2, s // 60)],
+                        [s - 2 - max(3, s // 40), fy + max(2, s // 60)]], np.int32)
+        if fan is not None:
+            tri[:, 0] -= int(0.25 * s)
+        cv2.fillPoly(img, [tri], (255, 255, 255))
+        if label == "CEUS":
+            cx = 0.25 * s if shape.center_x > s / 2 else 0.75 * s
+            cy = 0.7 * s if shape.center_y < s / 2 else 0.35 * s
+            rad = max(4, int(0.07 * s))
+            for k in range(0, 360, 20):
+                cv2.ellipse(img, (int(cx), int(cy)), (rad, rad), 0, k, k + 10, (250, 220, 40), 1)
+        out.append(img)
+    keep_off = np.zeros((s, s), np.uint8)
+    roi, lesion = shape.masks((s, s))
+    keep_off[(roi | lesion).astype(bool)] = 1
+    grow = int(math.ceil(motion.max_px)) + 3
+    keep_off = cv2.dilate(keep_off, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
+    for img in out:
+        img[keep_off] = 0
+        if fan is not None:
+            img[~fan] = 0
+    return out[0], out[1]
+
+
+def _overlay(panel: np.ndarray, marks: np.ndarray) -> None:
+    """Paint the non-zero pixels of ``marks`` ``(h, w, 3)`` onto ``panel`` in place."""
+    on = marks.any(axis=2)
+    panel[on] = marks[on]
 
 
 def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]]:
@@ -132,8 +224,9 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     motion = RespiratoryMotion.from_dict(truth["motion"])
     lesion = LognormalBolus.from_dict(truth["curves"]["lesion"])
     parenchyma = LognormalBolus.from_dict(truth["curves"]["parenchyma"])
-    geom = make_geometry(truth["frame_width"], truth["frame_height"], truth["ceus_side"],
-                         truth["screen"]["panel_size"])
+    skin = truth_skin(truth)
+    geom = make_geometry(truth["frame_width"], truth["frame_height"], geometry_side(truth),
+                         truth["screen"]["panel_size"], skin=skin)
     lay, s, dr = geom.layout, geom.panel_size, truth["dynamic_range_db"]
     ss = np.random.SeedSequence([int(seed), 2])
     tissue_rng, frame_rng = (np.random.default_rng(c) for c in ss.spawn(2))
@@ -145,12 +238,21 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
         geom,
         (f"{hdr['name']}  ID {hdr['id']}  {hdr['date']} {hdr['time']}",
          f"CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
-        f"C5-1  G {hdr['gain_db']}  DR {dr:g}")
+        f"C5-1  G {hdr['gain_db']}  DR {dr:g}", seed=seed)
     timer = TimerOverlay(geom)
     lut = gold_lut() if truth["colormap"] == "gold" else None
     offset = np.float32(truth["noise_floor_power"])
     flash = set(truth["flash"]["frame_indices"])
     cb, ub = lay.ceus, lay.us
+    fan = fan_mask(s) if skin.probe == "sector" else None
+    marks = _marks(shape, motion, s, fan) if skin.marks else None
+    frozen = None
+    if skin.frozen_bmode:
+        fdx, fdy = motion.offset(0.0)
+        frozen = np.rint(warp(tissue.bmode_grey, pad, s, fdx, fdy)).astype(np.uint8)
+        frozen_lesion = shape.masks((ub.h, ub.w), fdx, fdy)[1]
+        if fan is not None:
+            frozen[~fan] = 0
     for i, t in enumerate(truth["frame_times_s"]):
         dx, dy = motion.offset(t)
         maps = warp(tissue.ceus_maps, pad, s, dx, dy)
@@ -161,27 +263,41 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
             mean += maps[..., 1] * np.float32(parenchyma(t) - parenchyma.offset)
             mean += offset
         ceus_grey = log_compress(mean * speckle.draw(frame_rng, (s, s)), dr)
+        if fan is not None:
+            ceus_grey[~fan] = 0
         frame = static.copy()
         if lut is not None:
             frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = lut[ceus_grey]
         else:
             frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w] = ceus_grey[..., None]
-        bm = warp(tissue.bmode_grey, pad, s, dx, dy)
-        frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = np.rint(bm).astype(np.uint8)[..., None]
+        if frozen is not None:
+            bm8 = frozen
+        else:
+            bm8 = np.rint(warp(tissue.bmode_grey, pad, s, dx, dy)).astype(np.uint8)
+            if fan is not None:
+                bm8[~fan] = 0
+        frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = bm8[..., None]
+        if marks is not None:
+            _overlay(frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w], marks[0])
+            _overlay(frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w], marks[1])
         timer.apply(frame, t)
         roi, les = shape.masks((cb.h, cb.w), dx, dy)
         if (ub.h, ub.w) != (cb.h, cb.w):
             les = shape.masks((ub.h, ub.w), dx, dy)[1]
+        if frozen is not None:
+            les = frozen_lesion
         yield i, t, frame, roi, les
 
 
 def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, config: PhantomConfig,
                   seed: int, *, patient: str = "P001", progress: bool = False) -> dict:
-    """Write one exam clip to ``path`` (H.264 MP4) and its ground truth to ``truth_dir``
+    """Write one exam clip to ``path`` (H.264 MP4, or a multi-frame US DICOM cine when
+    ``config.container`` says so) and its ground truth to ``truth_dir``
     (default ``<path stem>.truth`` beside the clip). Returns the truth dict.
 
     Frames are ``config.width x config.height`` RGB shown at ``i / config.fps`` s;
-    nothing is held in memory beyond one frame and the frozen tissue maps.
+    nothing is held in memory beyond one frame and the frozen tissue maps (and,
+    for JPEG DICOM, the compressed frames).
     """
     from tqdm import tqdm
 
@@ -192,10 +308,8 @@ def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, 
     truth = exam_truth(config, seed, patient=patient, clip_name=path.name)
     lay = truth["layout"]
     cb, ub = lay["ceus"], lay["us"]
-    opts = {"crf": str(config.crf), "preset": config.preset}
     with atomic_dir(truth_dir, overwrite=True) as tmp, \
-            VideoWriter(path, config.width, config.height, fps=config.fps, codec="libx264", threads=THREADS,
-                        options=opts) as video, \
+            _clip_writer(path, config, truth) as video, \
             VideoWriter(tmp / CEUS_MASK_VIDEO, cb["w"], cb["h"], fps=config.fps, codec="ffv1",
                         pix_fmt="gray") as ceus_mv, \
             VideoWriter(tmp / US_MASK_VIDEO, ub["w"], ub["h"], fps=config.fps, codec="ffv1",
@@ -210,9 +324,49 @@ def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, 
     return truth
 
 
+class _DicomClip:
+    """:class:`~ceuspipe.synth.dicom_cine.DicomCineWriter` with the ``write(frame, t)``
+    of a video writer (DICOM frame times come from FrameTime)."""
+
+    def __init__(self, path: Path, config: PhantomConfig, truth: dict):
+        from ceuspipe.synth.dicom_cine import DicomCineWriter
+        from ceuspipe.video.panels import Box
+
+        regions = None
+        if config.dicom_regions:
+            cm = truth["container"]["pixel_size_mm"][0] / 10.0
+            regions = [(Box(**truth["layout"][k]), cm) for k in ("ceus", "us")]
+            regions.sort(key=lambda r: (r[0].y, r[0].x))
+        hdr = truth["screen"]["header"]
+        self._writer = DicomCineWriter(path, config.width, config.height, config.n_frames, fps=config.fps,
+                                       encoding="rgb" if config.container == "dicom-rgb" else "jpeg",
+                                       regions=regions, patient={"name": hdr["name"], "id": hdr["id"],
+                                                                 "date": hdr["date"]})
+
+    def write(self, frame: np.ndarray, time_s: float) -> None:
+        self._writer.write(frame)
+
+    def __enter__(self) -> "_DicomClip":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._writer.__exit__(exc_type, exc, tb)
+
+
+def _clip_writer(path: Path, config: PhantomConfig, truth: dict):
+    """The writer of the exam clip: libx264 MP4 or a DICOM cine."""
+    from ceuspipe.video.writer import VideoWriter
+
+    if config.container == "mp4":
+        opts = {"crf": str(config.crf), "preset": config.preset}
+        return VideoWriter(path, config.width, config.height, fps=config.fps, codec="libx264", threads=THREADS,
+                           options=opts)
+    return _DicomClip(path, config, truth)
+
+
 def exam_paths(out_dir: str | os.PathLike, index: int, config: PhantomConfig) -> tuple[Path, Path]:
     """``(clip, truth_dir)`` of patient ``index`` (0-based) under ``out_dir``."""
-    clip = Path(out_dir) / patient_id(index) / f"{config.exam_id}.mp4"
+    clip = Path(out_dir) / patient_id(index) / f"{config.exam_id}{config.clip_suffix}"
     return clip, truth_dir_for(clip)
 
 

@@ -53,6 +53,25 @@ def truth_layout(truth: dict) -> PanelLayout:
     return PanelLayout.from_dict(truth["layout"])
 
 
+def truth_skin(truth: dict):
+    """The :class:`~ceuspipe.synth.screen.ScreenSkin` of the exam's screen (the
+    original screen for truths written without one)."""
+    from ceuspipe.synth.screen import DEFAULT_SKIN, ScreenSkin
+
+    d = truth.get("skin")
+    if not d:
+        return DEFAULT_SKIN
+    keys = ScreenSkin.__dataclass_fields__
+    return ScreenSkin(**{k: v for k, v in d.items() if k in keys})
+
+
+def geometry_side(truth: dict) -> str:
+    """``"left"``/``"right"`` for :func:`~ceuspipe.synth.screen.make_geometry`
+    (a stacked screen's ``"top"`` CEUS is ``"left"``)."""
+    side = truth["ceus_side"]
+    return {"top": "left", "bottom": "right"}.get(side, side)
+
+
 def truth_curves(truth: dict) -> tuple[LognormalBolus, LognormalBolus]:
     """``(lesion, parenchyma)`` bolus curves: mean linear power vs time in seconds."""
     c = truth["curves"]
@@ -65,11 +84,15 @@ def truth_masks_at(truth: dict, time_s: float) -> tuple[np.ndarray, np.ndarray]:
     ``ceus_roi`` is ``(h, w) uint8`` 0/1 of the CEUS panel size, ``bmode_lesion``
     the same for the US panel, both in panel pixel coordinates. Computed from
     the recorded shape and motion; equal to the mask videos' frame at a frame time.
+    (With a frozen B-mode panel the lesion mask is that of time 0.)
     """
     layout = truth_layout(truth)
     shape = LesionShape.from_dict(truth["lesion_shape"])
-    dx, dy = RespiratoryMotion.from_dict(truth["motion"]).offset(float(time_s))
+    motion = RespiratoryMotion.from_dict(truth["motion"])
+    dx, dy = motion.offset(float(time_s))
     roi, lesion = shape.masks((layout.ceus.h, layout.ceus.w), dx, dy)
     if (layout.us.h, layout.us.w) != (layout.ceus.h, layout.ceus.w):
         lesion = shape.masks((layout.us.h, layout.us.w), dx, dy)[1]
+    if truth_skin(truth).frozen_bmode:  # the B-mode panel shows frame 0 throughout
+        lesion = shape.masks((layout.us.h, layout.us.w), *motion.offset(0.0))[1]
     return roi, lesion

@@ -85,9 +85,10 @@ class LayoutDecision:
 class _LayoutSearch:
     """Collects 1 fps frames and decides the layout once detection is sure or the window is over."""
 
-    def __init__(self, options: LayoutOptions, source: str):
+    def __init__(self, options: LayoutOptions, source: str, regions: list | None = None):
         self.options = options
         self.source = source
+        self.regions = regions
         self.images: list[np.ndarray] = []
         self.times: list[float] = []
         self.next_try = FIRST_TRY
@@ -113,7 +114,8 @@ class _LayoutSearch:
         pick = evenly_spaced(len(self.images), self.options.layout_samples)
         self.decision.attempts += 1
         try:
-            layout = self.options.resolve([self.images[i] for i in pick], source=self.source)
+            layout = self.options.resolve([self.images[i] for i in pick], source=self.source,
+                                          times_s=[self.times[i] for i in pick], regions=self.regions)
         except LayoutError:
             if final:
                 raise
@@ -183,6 +185,17 @@ def _sampled(frame: Frame, sampler: TimeSampler) -> SampledFrame:
     return SampledFrame(frame.index, frame.time_s, frame.image, tuple(sampler.samples_for(frame.time_s)))
 
 
+def ultrasound_regions(source: VideoSource) -> list | None:
+    """A DICOM cine's Sequence of Ultrasound Regions (header only), None for other sources."""
+    from ceuspipe.video.reader import DicomSource
+
+    if not isinstance(source, DicomSource):
+        return None
+    from ceuspipe.video.dicom import read_ultrasound_regions
+
+    return read_ultrasound_regions(source.path)
+
+
 def _fixed_layout(options: LayoutOptions) -> bool:
     return options.layout_file is not None or options.ceus_box is not None or options.us_box is not None
 
@@ -208,7 +221,7 @@ def open_clip(path: str | os.PathLike, options: LayoutOptions = LayoutOptions(),
             buffer.append(_sampled(first, sampler))
             layout = options.resolve([first.image], source=name)
         elif sample_fps is not None and sample_fps <= LAYOUT_FPS:
-            search = _LayoutSearch(options, name)
+            search = _LayoutSearch(options, name, ultrasound_regions(source))
             layout = None
             for frame in frames:
                 buffer.append(_sampled(frame, sampler))
@@ -230,7 +243,7 @@ def open_clip(path: str | os.PathLike, options: LayoutOptions = LayoutOptions(),
 
 def _prepass_layout(source: VideoSource, options: LayoutOptions, name: str) -> tuple[PanelLayout, LayoutDecision]:
     """Decode 1 fps samples of the first ``layout_window_s`` seconds until detection is sure."""
-    search = _LayoutSearch(options, name)
+    search = _LayoutSearch(options, name, ultrasound_regions(source))
     search.decision.prepass = True
     sampler = TimeSampler(LAYOUT_FPS)
     frames = source.frames(select=sampler)
@@ -246,14 +259,16 @@ def _prepass_layout(source: VideoSource, options: LayoutOptions, name: str) -> t
 
 
 def read_layout_frames(path: str | os.PathLike, options: LayoutOptions = LayoutOptions()
-                       ) -> tuple[list[np.ndarray], list[float]]:
-    """The frames (``(H, W, 3) uint8``) and times (s) that layout detection of ``path``
-    would look at: 1 fps samples of the first ``layout_window_s`` seconds, at most
-    ``layout_samples`` of them spread evenly. For ``ceuspipe layout`` and previews."""
+                       ) -> tuple[list[np.ndarray], list[float], list | None]:
+    """The frames (``(H, W, 3) uint8``), times (s) and DICOM ultrasound regions that
+    layout detection of ``path`` looks at when it reads the whole window: 1 fps samples
+    of the first ``layout_window_s`` seconds, at most ``layout_samples`` of them spread
+    evenly. For ``ceuspipe layout`` and its preview."""
     images: list[np.ndarray] = []
     times: list[float] = []
     sampler = TimeSampler(LAYOUT_FPS)
-    frames = open_source(path).frames(select=sampler)
+    source = open_source(path)
+    frames = source.frames(select=sampler)
     try:
         for frame in frames:
             sampler.samples_for(frame.time_s)
@@ -266,4 +281,4 @@ def read_layout_frames(path: str | os.PathLike, options: LayoutOptions = LayoutO
     if not images:
         raise InputError(path, "no frames could be decoded")
     pick = evenly_spaced(len(images), options.layout_samples)
-    return [images[i] for i in pick], [times[i] for i in pick]
+    return [images[i] for i in pick], [times[i] for i in pick], ultrasound_regions(source)

@@ -17,12 +17,16 @@ green); MONOCHROME2 grey to 3 channels, MONOCHROME1 inverted first;
 PALETTE COLOR through its lookup table. Samples wider than 8 bits are scaled
 linearly from ``[0, 2**BitsStored - 1]`` to ``[0, 255]`` (with a warning).
 The input file is only ever opened for reading.
+
+:func:`read_ultrasound_regions` reads the panel boxes and pixel spacing the
+scanner wrote (Sequence of Ultrasound Regions) from the header alone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from ceuspipe.errors import InputError
 from ceuspipe.video.frames import Frame, RelativeClock, VideoInfo
+from ceuspipe.video.panels import Box
 
 log = logging.getLogger("ceuspipe")
 
@@ -317,3 +322,84 @@ def iter_dicom_frames(path: str | os.PathLike, *,
                                f"{times.size} frame(s) ({err})") from err
     if select_error:
         raise select_error[0]
+
+
+#: RegionDataType values of image regions (0: none, 1: tissue, 2: colour flow).
+IMAGE_DATA_TYPES = (0, 1, 2)
+_UNIT_MM = {3: 10.0}  # PhysicalUnits 3 = cm
+
+
+@dataclass(frozen=True)
+class UltrasoundRegion:
+    """One item of the Sequence of Ultrasound Regions (0018,6011).
+
+    ``box``: the region in full-frame pixels (``None`` when its corners are missing
+    or invalid); ``spatial_format`` (0018,6012: 1 = 2-D) and ``data_type``
+    (0018,6014: 1 = tissue), ``None`` when absent; ``pixel_size_mm``:
+    ``(PhysicalDeltaX, PhysicalDeltaY)`` in mm per pixel when both directions are
+    in cm (units 3), else ``None``; ``units`` the raw (x, y) unit codes.
+    """
+
+    box: Box | None
+    spatial_format: int | None
+    data_type: int | None
+    pixel_size_mm: tuple[float, float] | None
+    units: tuple[int | None, int | None]
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _region(item) -> UltrasoundRegion:
+    x0, y0, x1, y1 = (_int_or_none(item.get(k)) for k in
+                      ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1"))
+    box = None
+    if None not in (x0, y0, x1, y1) and 0 <= x0 <= x1 and 0 <= y0 <= y1:
+        box = Box(x0, y0, x1 - x0 + 1, y1 - y0 + 1)  # the Max corners are inclusive
+    ux, uy = _int_or_none(item.get("PhysicalUnitsXDirection")), _int_or_none(item.get("PhysicalUnitsYDirection"))
+    pix = None
+    if ux in _UNIT_MM and uy in _UNIT_MM:
+        dx, dy = _positive(item.get("PhysicalDeltaX")), _positive(item.get("PhysicalDeltaY"))
+        if dx is not None and dy is not None:
+            pix = (dx * _UNIT_MM[ux], dy * _UNIT_MM[uy])
+    return UltrasoundRegion(box, _int_or_none(item.get("RegionSpatialFormat")),
+                            _int_or_none(item.get("RegionDataType")), pix, (ux, uy))
+
+
+def read_ultrasound_regions(path: str | os.PathLike) -> list[UltrasoundRegion]:
+    """The Sequence of Ultrasound Regions of a DICOM file (header only: pixel data is
+    not read), in file order; ``[]`` when the file has none.
+
+    Raises :class:`InputError` when the file is not a readable DICOM. Damaged
+    items are kept with ``box=None`` (and are then not used as panels).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file or folder")
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as err:
+        raise InputError(path, f"not a readable DICOM file ({_shown(err, 80)})") from err
+    except Exception as err:  # noqa: BLE001 - pydicom raises many types for damaged headers
+        raise InputError(path, f"not a readable DICOM file ({err.__class__.__name__})") from err
+    try:
+        seq = ds.get("SequenceOfUltrasoundRegions")
+        items = list(seq) if seq is not None else []
+    except Exception as err:  # noqa: BLE001 - a damaged sequence is no regions
+        log.warning("%s: unreadable Sequence of Ultrasound Regions (%s): ignored", path, err.__class__.__name__)
+        return []
+    out = []
+    for i, item in enumerate(items, 1):
+        try:
+            out.append(_region(item))
+        except Exception as err:  # noqa: BLE001 - damaged values fail in many ways
+            log.warning("%s: ultrasound region %d unreadable (%s): ignored", path, i, err.__class__.__name__)
+            out.append(UltrasoundRegion(None, None, None, None, (None, None)))
+    return out

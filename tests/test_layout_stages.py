@@ -1,0 +1,86 @@
+"""The layout decision as the stages see it: key frames and segment-video on the hard
+phantom screens, through the real stream helper (buffered 1 fps samples, or a separate
+1 fps pass), with the decision, confidence and warnings recorded in the outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ceuspipe.cli import main
+from ceuspipe.synth import PhantomConfig, generate_exam
+from ceuspipe.synth.truth import load_truth, truth_layout
+from conftest import write_checkpoint
+
+
+def _exam(root: Path, name: str, **kw) -> tuple[Path, dict]:
+    ext = ".dcm" if kw.get("container", "mp4") != "mp4" else ".mp4"
+    clip = root / name / f"exam1{ext}"
+    truth_dir = root / f"{name}.truth"
+    config = PhantomConfig(**{"duration_s": 30.0, "fps": 6.0, "width": 320, "height": 180, **kw})
+    generate_exam(clip, truth_dir, config, seed=3, patient=name)
+    return clip, load_truth(truth_dir)
+
+
+def _keyframes(clip: Path, out: Path, *extra: str) -> dict:
+    res = CliRunner().invoke(main, ["keyframes", str(clip), str(out), "-k", "5", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(next(out.glob("*/*/keyframes.json")).read_text())
+
+
+def _near(box: dict, truth_box, tol: int = 3) -> bool:
+    return all(abs(box[k] - getattr(truth_box, k)) <= tol for k in "xywh")
+
+
+def test_dark_start_is_decided_from_later_samples(tmp_path):
+    clip, truth = _exam(tmp_path, "dark", skin="dark-start")
+    meta = _keyframes(clip, tmp_path / "kf")
+    expected = truth_layout(truth)
+    assert _near(meta["layout"]["ceus"], expected.ceus) and _near(meta["layout"]["us"], expected.us)
+    assert meta["layout_decision"]["frames_seen"] > 8, "the first 8 (dark) samples were not enough"
+    assert meta["warnings"] == []
+
+
+@pytest.mark.parametrize("container", ["dicom-rgb", "dicom-jpeg"])
+def test_frozen_bmode_dicom_gives_real_scores(tmp_path, container):
+    clip, truth = _exam(tmp_path, "frozen", skin="frozen-bmode", container=container, fps=4.0)
+    meta = _keyframes(clip, tmp_path / "kf")
+    assert _near(meta["layout"]["ceus"], truth_layout(truth).ceus)
+    assert meta["layout"]["origin"] == "dicom-regions"
+    assert meta["layout"]["pixel_size_mm"] is not None
+    assert max(f["score"] for f in meta["frames"]) > 1.0, "key-frame scores must not all be 0"
+
+
+def test_forced_wrong_side_warns_that_panels_look_swapped(tmp_path):
+    clip, _ = _exam(tmp_path, "swap", skin="frozen-bmode")
+    meta = _keyframes(clip, tmp_path / "kf", "--ceus-side", "right")
+    assert any("look swapped" in w for w in meta["warnings"]), meta["warnings"]
+
+
+def test_layout_file_from_ceuspipe_layout_gives_the_same_key_frames(tmp_path):
+    clip, _ = _exam(tmp_path, "sector", skin="sector+touching")
+    layout_json = tmp_path / "scanner.json"
+    res = CliRunner().invoke(main, ["layout", str(clip), "-o", str(layout_json), "--preview",
+                                    str(tmp_path / "preview.png")])
+    assert res.exit_code == 0, res.output
+    detected = _keyframes(clip, tmp_path / "kf_detect")
+    given = _keyframes(clip, tmp_path / "kf_given", "--layout", str(layout_json))
+    assert given["layout"]["ceus"] == detected["layout"]["ceus"]
+    assert [f["sample_index"] for f in given["frames"]] == [f["sample_index"] for f in detected["frames"]]
+    assert [f["score"] for f in given["frames"]] == [f["score"] for f in detected["frames"]]
+
+
+def test_segment_video_records_the_layout_decision_of_its_separate_pass(tmp_path):
+    clip, truth = _exam(tmp_path, "seg", skin="dark-start", duration_s=24.0)
+    ckpt = write_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "seg_out"
+    res = CliRunner().invoke(main, ["segment-video", str(clip), "--model", str(ckpt), "-o", str(out),
+                                    "--engine", "torch", "--sample-fps", "2"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "segment.json").read_text())
+    assert summary["layout_decision"]["prepass"] is True
+    assert _near(summary["layout"]["ceus"], truth_layout(truth).ceus)
+    assert summary["layout"]["confidence"] is not None and "warnings" in summary
