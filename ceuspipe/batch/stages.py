@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ceuspipe.errors import InputError
+from ceuspipe.tic.models import MODELS
 
 StageFn = Callable[[Any, Path, dict], dict]
 
@@ -189,7 +190,7 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}: must be an integer >= 1, got {v!r}")
     choices = {"device": ("auto", "cpu", "cuda"), "engine": ("auto", "torch", "onnx"),
-               "tic_model": ("lognormal", "gamma"), "ceus_side": (None, "left", "right")}
+               "tic_model": tuple(MODELS), "ceus_side": (None, "left", "right")}
     for key, allowed in choices.items():
         if key in options and options[key] not in allowed and not (
                 key == "device" and isinstance(options[key], str) and options[key].startswith("cuda:")):

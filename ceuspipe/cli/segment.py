@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ceuspipe.cli.options import layout_options, layout_overrides
+from ceuspipe.tic.models import MODELS
 
 
 @click.command("segment-video")
@@ -24,7 +25,7 @@ from ceuspipe.cli.options import layout_options, layout_overrides
 @click.option("--dynamic-range-db", default=60.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Display dynamic range used to linearise grey levels (dB).")
-@click.option("--tic-model", type=click.Choice(["lognormal", "gamma"]), default="lognormal",
+@click.option("--tic-model", type=click.Choice(list(MODELS)), default="lognormal",
               show_default=True, help="Bolus model fitted to the time-intensity curve.")
 @click.option("--temporal-smoothing", default=0, show_default=True, type=click.IntRange(min=0),
               help="Median of lesion probabilities over N neighbouring frames (0: off).")

@@ -227,8 +227,10 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         raise InputError(None, "batch size must be at least 1")
     if config.sample_fps is not None and not config.sample_fps > 0:
         raise InputError(None, "sample fps must be positive")
-    if config.tic_model not in ("lognormal", "gamma"):
-        raise InputError(None, f"unknown TIC model {config.tic_model!r} (lognormal or gamma)")
+    from ceuspipe.tic.models import MODELS
+
+    if config.tic_model not in MODELS:
+        raise InputError(None, f"unknown TIC model {config.tic_model!r} ({' or '.join(MODELS)})")
     if out.exists() and not config.overwrite:
         raise OutputError(out, "output folder exists (use --overwrite to replace it)")
 
