@@ -48,8 +48,9 @@ class FitResult:
 
     ``params``: public model parameters (see :mod:`ceuspipe.tic.models`), empty
     when no fit was possible; ``covariance``: ``(5, 5)`` in ``model.param_names``
-    order (from the Jacobian of the weighted residuals at the optimum, scaled by the
-    weighted residual variance), or None when it cannot be represented; ``stderr``:
+    order (from the Jacobian of the weighted residuals at the optimum: the sandwich
+    form for the weighted fit, residual variance times ``(J^T J)^-1`` for plain least
+    squares), or None when it cannot be represented; ``stderr``:
     standard error per parameter; ``qof``: % (NaN without a fit); ``n_points``:
     frames used; ``reason``: why ``success`` is False ("" on success);
     ``warnings``: notes such as parameters that ended on a bound;
@@ -434,7 +435,16 @@ def fit_curve(
     try:
         Jr = best.jac
         # least_squares' Jacobian carries the loss: frames beyond the Huber threshold count less
-        cov_int = np.linalg.pinv(Jr.T @ Jr) * s2_s
+        bread = np.linalg.pinv(Jr.T @ Jr)
+        if weighted or robust:
+            # sandwich (heteroscedasticity-consistent) form: right even where the estimated
+            # noise model, and so the weights, are somewhat off; squared residuals capped as
+            # the loss caps them, scaled by n / (n - 5)
+            z2 = np.minimum(zr ** 2, HUBER_SD ** 2) if robust else zr ** 2
+            meat = (Jr * z2[:, None]).T @ Jr
+            cov_int = bread @ meat @ bread * (n / dof)
+        else:
+            cov_int = bread * s2_s
         res.cov_internal = cov_int
         G = _jac_public(bm, x, y_lo, scale)
         with np.errstate(over="ignore", invalid="ignore"):
