@@ -22,6 +22,10 @@ flags), :mod:`.flags` (flash, destruction, jumps, empty masks), :mod:`.analyse`
 
 import importlib
 
+# numpy-only modules, imported at once: ``linearize`` must name the function, not its module
+from ceuspipe.tic.linearize import linearize, mean_gray, mean_linear_power
+from ceuspipe.tic.models import MODELS, gamma_variate, lognormal
+
 # Names are imported on first use (PEP 562), so that reading the model registry
 # (``ceuspipe.tic.models.MODELS``, e.g. for the CLI's ``--tic-model`` choices) does not
 # load scipy.
