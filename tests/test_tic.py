@@ -171,6 +171,15 @@ def test_outputs_round_trip(tmp_path):
     assert d["parameters"]["TTP"]["unit"] == "s" and d["parameters"]["WiAUC"]["unit"] == "a.u.·s"
     assert d["parameters"]["PE"]["value"] == pytest.approx(r.value("PE"))
     assert d["model_params"]["sigma"]["stderr"] > 0
+    pe = d["parameters"]["PE"]
+    assert pe["ci_low"] < pe["value"] < pe["ci_high"] and pe["stderr"] > 0 and pe["uncertain"] is False
+    assert d["parameters"]["QOF"]["stderr"] is None
+    rm = d["residual_model"]
+    assert rm["noise"] == "auto" and rm["relative_sd"] > 0 and "huber" in rm["loss"]
+    assert d["uncertainty"]["level"] == 0.9
+    ok = np.isfinite(table["fitted"])
+    assert np.all(table["fitted_ci90_low"][ok] <= table["fitted"][ok] + 1e-12)
+    assert np.all(table["fitted"][ok] <= table["fitted_ci90_high"][ok] + 1e-12)
     assert set(d["versions"]) >= {"ceuspipe", "numpy", "scipy"}
     png = paths["png"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

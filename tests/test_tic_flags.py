@@ -125,5 +125,9 @@ def test_a_steep_bolus_at_one_frame_per_second_is_not_a_flash(seed):
     assert not frame_flags(f, times_s=t, panel_means=panel)["flash"].any()
     y = f * (1 + 0.05 * rng.standard_normal(t.size))
     r = analyse_curve(t, y, panel_means=panel)
-    assert r.success and not r.excluded.any(), {k: np.flatnonzero(v) for k, v in r.flags.items()}
-    assert r.value("TTP") == pytest.approx(8.0, abs=0.3)
+    assert not r.excluded.any(), {k: np.flatnonzero(v) for k, v in r.flags.items()}
+    # The true curve has exactly 3 frames above half its peak, the "resolved" minimum, so
+    # whether a noisy sample passes that rule is a coin toss; the fitted peak time is not.
+    p = r.params
+    assert p["t0"] + math.exp(p["mu"] - p["sigma"] ** 2) == pytest.approx(8.0, abs=0.3)
+    assert r.success or "not resolved" in r.reason

@@ -10,25 +10,40 @@ Pure library, usable without video::
     result = acc.result(model="lognormal")                  # never raises for a bad curve
     write_tic_outputs(result, out_dir, source=clip_path)    # tic.csv, tic.json, tic.png
 
-Modules: :mod:`.linearize` (grey -> linear power), :mod:`.models` (lognormal,
-gamma variate), :mod:`.fit` (bounded multi-start least squares, QOF),
+Modules: :mod:`.linearize` (grey -> linear power), :mod:`.models` (the model registry:
+lognormal, gamma variate), :mod:`.fit` (bounded multi-start, noise-weighted, robust
+fit, QOF),
 :mod:`.parameters` (PE, TTP, RT, mTT, WiR, WoR, AUCs, ... with extrapolation
 flags), :mod:`.flags` (flash, destruction, jumps, empty masks), :mod:`.analyse`
 (:func:`analyse_curve`, :class:`TicResult`), :mod:`.accumulate`
-(:class:`TicAccumulator`), :mod:`.io` (CSV/JSON), :mod:`.plot` (PNG).
+(:class:`TicAccumulator`), :mod:`.io` (CSV/JSON), :mod:`.plot` (PNG),
+:mod:`.simulate` (noisy curves of known parameters for tests and benchmarks).
 """
 
-from ceuspipe.tic.accumulate import TicAccumulator
-from ceuspipe.tic.analyse import TicResult, analyse_curve
-from ceuspipe.tic.fit import FitResult, fit_curve
-from ceuspipe.tic.io import read_tic_csv, read_tic_json, write_tic_csv, write_tic_json, write_tic_outputs
+import importlib
+
+# numpy-only modules, imported at once: ``linearize`` must name the function, not its module
 from ceuspipe.tic.linearize import linearize, mean_gray, mean_linear_power
 from ceuspipe.tic.models import MODELS, gamma_variate, lognormal
-from ceuspipe.tic.parameters import PARAMETER_UNITS, Parameter, perfusion_parameters
 
-__all__ = [
-    "MODELS", "PARAMETER_UNITS", "FitResult", "Parameter", "TicAccumulator", "TicResult", "analyse_curve",
-    "fit_curve", "gamma_variate", "linearize", "lognormal", "mean_gray", "mean_linear_power",
-    "perfusion_parameters", "read_tic_csv", "read_tic_json", "write_tic_csv", "write_tic_json",
-    "write_tic_outputs",
-]
+# Names are imported on first use (PEP 562), so that reading the model registry
+# (``ceuspipe.tic.models.MODELS``, e.g. for the CLI's ``--tic-model`` choices) does not
+# load scipy.
+_EXPORTS = {
+    "TicAccumulator": "accumulate", "TicResult": "analyse", "analyse_curve": "analyse",
+    "FitResult": "fit", "fit_curve": "fit", "read_tic_csv": "io", "read_tic_json": "io",
+    "write_tic_csv": "io", "write_tic_json": "io", "write_tic_outputs": "io", "linearize": "linearize",
+    "mean_gray": "linearize", "mean_linear_power": "linearize", "MODELS": "models",
+    "gamma_variate": "models", "lognormal": "models", "PARAMETER_UNITS": "parameters",
+    "Parameter": "parameters", "perfusion_parameters": "parameters",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"ceuspipe.tic.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ceuspipe.tic' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from ceuspipe.errors import InputError
 from ceuspipe.tic.fit import fit_curve
 from ceuspipe.tic.flags import FLAG_NAMES, confirm_jumps, frame_flags
 from ceuspipe.tic.models import get_model
-from ceuspipe.tic.parameters import Parameter, empty_parameters, perfusion_parameters
+from ceuspipe.tic.parameters import CI_LEVEL, Parameter, empty_parameters, perfusion_parameters, propagate_uncertainty
 
 __all__ = ["TicResult", "analyse_curve", "versions"]
 
@@ -53,7 +53,10 @@ class TicResult:
     :mod:`ceuspipe.tic.flags`), and optional ``columns`` such as ``area_px``,
     ``mean_gray``, ``mean_linear``, ``panel_mean``. ``params``/``param_units``/
     ``param_stderr``: fitted model parameters; ``parameters``: perfusion
-    parameters (:mod:`ceuspipe.tic.parameters`), NaN when ``success`` is False.
+    parameters (:mod:`ceuspipe.tic.parameters`) with standard errors and 90 %
+    intervals, NaN when ``success`` is False. ``fitted_low``/``fitted_high``
+    ``(N,)``: the 90 % confidence band of the fitted curve; ``residual_model``:
+    the fit's noise model, weights and loss (:func:`~ceuspipe.tic.fit.fit_curve`).
     """
 
     model: str
@@ -74,6 +77,9 @@ class TicResult:
     warnings: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
+    fitted_low: np.ndarray | None = None
+    fitted_high: np.ndarray | None = None
+    residual_model: dict = field(default_factory=dict)
 
     @property
     def param_units(self) -> dict[str, str]:
@@ -116,6 +122,13 @@ class TicResult:
                 for k, v in self.params.items()
             },
             "covariance": None if self.covariance is None else [[_num(v) for v in row] for row in self.covariance],
+            "residual_model": {k: (_num(v) if isinstance(v, float) else v) for k, v in self.residual_model.items()},
+            "uncertainty": {
+                "level": CI_LEVEL,
+                "method": "fit covariance propagated through each parameter's definition (numerical "
+                          "Jacobian, delta method); interval value -+ z*stderr",
+                "uncertain_parameters": sorted(k for k, p in self.parameters.items() if p.uncertain),
+            },
             "n_frames": int(t.size),
             "n_used": self.n_used,
             "time_range_s": [_num(np.min(t[used])), _num(np.max(t[used]))] if used.any() else None,
@@ -141,6 +154,8 @@ def analyse_curve(
     min_qof: float = 30.0,
     min_snr: float = 3.0,
     fraction: float = 0.05,
+    noise: str = "auto",
+    robust: bool = True,
 ) -> TicResult:
     """Flag frames, fit ``model`` and compute perfusion parameters.
 
@@ -153,6 +168,11 @@ def analyse_curve(
     of :func:`~ceuspipe.tic.fit.fit_curve`; ``fraction``: the PE fraction that
     defines TI and TO. A fit also fails when fewer than 3 used frames lie above
     half the fitted peak or fewer than 5 between TI and TO (the bolus is not resolved).
+    ``noise`` (``"auto"``, ``"multiplicative"``, ``"additive"``) and ``robust``: the
+    fit's noise model and loss (:func:`~ceuspipe.tic.fit.fit_curve`;
+    ``noise="additive", robust=False`` is plain least squares). Every perfusion
+    parameter gets a standard error and a 90 % interval
+    (:func:`~ceuspipe.tic.parameters.propagate_uncertainty`).
     """
     get_model(model)
     t = np.asarray(times_s, dtype=np.float64).ravel()
@@ -171,8 +191,15 @@ def analyse_curve(
         "min_qof_percent": float(min_qof),
         "min_snr": float(min_snr),
         "ti_to_fraction_of_pe": float(fraction),
+        "noise": noise,
+        "robust": bool(robust),
     }
-    flags = frame_flags(y, times_s=t, panel_means=panel_means, exclude=exclude, flash=detect_flash, jumps=detect_jumps)
+    from ceuspipe.tic.fit import NOISE_MODELS
+
+    if noise not in NOISE_MODELS:
+        raise InputError(None, f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+    flags = frame_flags(y, times_s=t, panel_means=panel_means, exclude=exclude, flash=detect_flash, jumps=detect_jumps,
+                        log_values=quantity != "mean_gray")
     flags = {k: flags[k] for k in FLAG_NAMES}
     res = TicResult(
         model=model, success=False, reason="", frame_index=fi, times_s=t, values=y,
@@ -187,13 +214,16 @@ def analyse_curve(
         # The running median is biased at sharp, coarsely sampled peaks: keep only the
         # candidates that are still outliers against a fit that includes them.
         with_cands = ~res.excluded | flags["jump"]
-        trial = fit_curve(t[with_cands], y[with_cands], model, min_qof=min_qof, min_snr=min_snr)
+        trial = fit_curve(t[with_cands], y[with_cands], model, min_qof=min_qof, min_snr=min_snr, noise=noise,
+                          robust=robust)
         if trial.params:
             with np.errstate(all="ignore"):
-                flags["jump"] = confirm_jumps(y, trial.predict(t), flags["jump"], with_cands)
+                flags["jump"] = confirm_jumps(y, trial.predict(t), flags["jump"], with_cands,
+                                              noise_sd=trial.noise_sd(t))
     used = ~res.excluded
-    fit = fit_curve(t[used], y[used], model, min_qof=min_qof, min_snr=min_snr)
+    fit = fit_curve(t[used], y[used], model, min_qof=min_qof, min_snr=min_snr, noise=noise, robust=robust)
     res.reason = fit.reason
+    res.residual_model = dict(fit.residual_model)
     res.warnings = list(fit.warnings)
     res.qof = fit.qof
     res.params = dict(fit.params)
@@ -202,6 +232,7 @@ def analyse_curve(
     if fit.params:
         with np.errstate(all="ignore"):
             res.fitted = fit.predict(t)
+            res.fitted_low, res.fitted_high = fit.band(t, CI_LEVEL)
     if fit.success:
         tu = t[used]
         params = perfusion_parameters(
@@ -216,6 +247,10 @@ def analyse_curve(
             res.reason = (f"bolus not resolved in time: {n_half} frames above half the peak (need "
                           f"{MIN_HALF_MAX_FRAMES}), {n_bolus} from arrival to wash-out end (need {MIN_BOLUS_FRAMES})")
         else:
+            if fit.cov_internal is not None:
+                with np.errstate(all="ignore"):
+                    propagate_uncertainty(model, params, fit.x_internal, fit.cov_internal, fit.public,
+                                          t_first=float(tu.min()), t_last=float(tu.max()), fraction=fraction)
             res.parameters = params
             res.success = True
     else:

@@ -3,10 +3,12 @@
 Both are written atomically (temporary file, then rename). ``tic.csv`` columns:
 
 ``frame_index, time_s, area_px, mean_gray, mean_linear, panel_mean, excluded,
-empty_mask, user, flash, destruction, jump, fitted`` then any other per-frame
-columns of the result. Times in s, grey levels 0..255, linear power and
-``fitted`` (the model at the frame's time) in a.u., flags 0/1. A missing value
-(NaN) is an empty field. :func:`read_tic_csv` loads the file back.
+empty_mask, user, flash, destruction, jump, fitted, fitted_ci90_low,
+fitted_ci90_high`` then any other per-frame columns of the result. Times in s,
+grey levels 0..255, linear power, ``fitted`` (the model at the frame's time) and
+its 90 % confidence band in a.u., flags 0/1. A missing value (NaN) is an empty
+field. :func:`read_tic_csv` loads the file back. The table has one row per frame;
+the parameters with their standard errors and intervals are in ``tic.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ceuspipe.tic.flags import FLAG_NAMES
 __all__ = ["CSV_COLUMNS", "write_tic_csv", "read_tic_csv", "write_tic_json", "read_tic_json", "write_tic_outputs"]
 
 _STAT_COLUMNS = ("area_px", "mean_gray", "mean_linear", "panel_mean")
-CSV_COLUMNS = ("frame_index", "time_s", *_STAT_COLUMNS, "excluded", *FLAG_NAMES, "fitted")
+CSV_COLUMNS = ("frame_index", "time_s", *_STAT_COLUMNS, "excluded", *FLAG_NAMES, "fitted", "fitted_ci90_low",
+               "fitted_ci90_high")
 _INT_COLUMNS = {"frame_index", "excluded", *FLAG_NAMES}
 
 
@@ -45,6 +48,8 @@ def write_tic_csv(result: TicResult, path: str | os.PathLike) -> None:
     n = result.times_s.size
     nan = np.full(n, np.nan)
     excluded = result.excluded
+    lo = result.fitted_low if result.fitted_low is not None else nan
+    hi = result.fitted_high if result.fitted_high is not None else nan
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*CSV_COLUMNS, *extra])
@@ -54,6 +59,7 @@ def write_tic_csv(result: TicResult, path: str | os.PathLike) -> None:
         row.append(str(int(excluded[i])))
         row += [str(int(result.flags[k][i])) for k in FLAG_NAMES]
         row.append(_fmt(result.fitted[i]))
+        row += [_fmt(lo[i]), _fmt(hi[i])]
         row += [_fmt(cols[k][i]) for k in extra]
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())

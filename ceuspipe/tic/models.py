@@ -13,6 +13,14 @@ variate ``K`` is in a.u./s**alpha, ``alpha`` is dimensionless and ``beta`` in s.
 The functions are evaluated in log space so that no combination of finite
 parameters overflows; non-physical shape parameters (``sigma <= 0``,
 ``beta <= 0``) give the offset alone.
+
+Each model is one :class:`BolusModel` entry of :data:`MODELS`, which also carries
+what :mod:`ceuspipe.tic.fit` needs to fit it: the map from the shared *peak
+parametrisation* ``(t0, O, P, m, shape)`` (onset, offset, peak height above the
+offset, time from onset to peak, one shape parameter) to the model's own
+parameters, start values of the shape parameter from the curve's first moment,
+and the shape parameter's bounds. Adding a model is adding one entry here; the
+CLI's ``--tic-model`` choices come from :data:`MODELS` too.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import special
 
 __all__ = ["lognormal", "gamma_variate", "BolusModel", "MODELS", "get_model"]
 
@@ -72,8 +79,23 @@ def _lognormal_cum(tp, p: dict) -> np.ndarray:
     tp = np.asarray(tp, dtype=np.float64)
     out = np.zeros(tp.shape)
     pos = tp > 0
+    from scipy import special  # imported here: the CLI reads MODELS without loading scipy
+
     out[pos] = p["A"] * special.ndtr((np.log(tp[pos]) - p["mu"]) / p["sigma"])
     return out
+
+
+def _lognormal_from_peak(t0: float, O: float, P: float, m: float, sigma: float) -> tuple[float, ...]:
+    mu = math.log(m) + sigma * sigma
+    A = P * _SQRT_2PI * sigma * m * math.exp(0.5 * sigma * sigma)
+    return (t0, O, A, mu, sigma)
+
+
+def _lognormal_shape_starts(mode: float, mean: float) -> list[float]:
+    # mean / mode = exp(1.5 sigma**2)
+    s0 = math.sqrt(math.log(mean / mode) / 1.5) if mean > mode else 0.5
+    s0 = min(max(s0, 0.2), 1.5)
+    return [s0, 0.5 * s0, 2.0 * s0]
 
 
 def _gamma_mode(p: dict) -> float:
@@ -91,9 +113,24 @@ def _gamma_cum(tp, p: dict) -> np.ndarray:
     if K == 0:
         return out
     pos = tp > 0
+    from scipy import special
+
     log_total = math.log(abs(K)) + (a + 1.0) * math.log(b) + special.gammaln(a + 1.0)
     out[pos] = math.copysign(math.exp(min(log_total, 700.0)), K) * special.gammainc(a + 1.0, tp[pos] / b)
     return out
+
+
+def _gamma_from_peak(t0: float, O: float, P: float, m: float, alpha: float) -> tuple[float, ...]:
+    # K = P * (e / m)**alpha, kept finite in log space (P may be 0)
+    K = P * math.exp(min(alpha * (1.0 - math.log(m)), 700.0)) if P != 0 else 0.0
+    return (t0, O, K, alpha, m / alpha)
+
+
+def _gamma_shape_starts(mode: float, mean: float) -> list[float]:
+    # mean / mode = (alpha + 1) / alpha
+    a0 = mode / (mean - mode) if mean > mode else 2.0
+    a0 = min(max(a0, 0.5), 50.0)
+    return [a0, 0.4 * a0, 2.5 * a0]
 
 
 @dataclass(frozen=True)
@@ -104,6 +141,14 @@ class BolusModel:
     time to peak and the mean transit time after onset ``t0`` (s, from the
     parameter dict ``p``); ``cum_area(t', p)`` is the area of ``f - O`` from
     ``t0`` to ``t0 + t'`` (a.u.·s).
+
+    Fitting (see :mod:`ceuspipe.tic.fit`): ``from_peak(t0, O, P, m, shape)`` gives
+    the model's parameters, in ``param_names`` order, of the curve with onset
+    ``t0`` (s), offset ``O``, peak height ``P`` above the offset (a.u.) reached
+    ``m`` seconds after onset, and shape parameter ``shape`` (named
+    ``shape_name``, bounded by ``shape_bounds``); ``shape_starts(mode, mean)``
+    gives start values of ``shape`` from a curve's time to peak and first moment
+    after onset (s).
     """
 
     name: str
@@ -113,6 +158,10 @@ class BolusModel:
     mode: Callable[[dict], float]
     mean: Callable[[dict], float]
     cum_area: Callable[[np.ndarray, dict], np.ndarray]
+    from_peak: Callable[..., tuple[float, ...]]
+    shape_name: str
+    shape_bounds: tuple[float, float]
+    shape_starts: Callable[[float, float], list[float]]
 
     def __call__(self, t, params: dict) -> np.ndarray:
         return self.func(t, *(params[n] for n in self.param_names))
@@ -130,6 +179,10 @@ MODELS: dict[str, BolusModel] = {
         mode=_lognormal_mode,
         mean=_lognormal_mean,
         cum_area=_lognormal_cum,
+        from_peak=_lognormal_from_peak,
+        shape_name="sigma",
+        shape_bounds=(0.05, 2.5),
+        shape_starts=_lognormal_shape_starts,
     ),
     "gamma": BolusModel(
         name="gamma",
@@ -139,12 +192,16 @@ MODELS: dict[str, BolusModel] = {
         mode=_gamma_mode,
         mean=_gamma_mean,
         cum_area=_gamma_cum,
+        from_peak=_gamma_from_peak,
+        shape_name="alpha",
+        shape_bounds=(0.2, 200.0),
+        shape_starts=_gamma_shape_starts,
     ),
 }
 
 
 def get_model(name: str) -> BolusModel:
-    """The :class:`BolusModel` called ``name`` ("lognormal" or "gamma")."""
+    """The :class:`BolusModel` called ``name`` (a key of :data:`MODELS`)."""
     from ceuspipe.errors import InputError
 
     try:

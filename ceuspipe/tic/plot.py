@@ -19,8 +19,10 @@ def plot_tic(result: TicResult, path: str | os.PathLike, *, title: str | None = 
     """Save a plot of ``result`` to ``path`` (PNG, written atomically).
 
     Shows the frames used (dots), excluded frames (crosses, by flag), the fitted
-    curve (dashed beyond the last used frame), TI, TTP and TO, and PE above the
-    offset; parameters flagged extrapolated are marked with ``*``.
+    curve (dashed beyond the last used frame) with its 90 % confidence band, TI,
+    TTP and TO with their 90 % intervals (error bars), and PE above the offset
+    with its interval; parameters flagged extrapolated are marked with ``*``,
+    uncertain ones (interval wider than the value) with ``?``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -49,16 +51,29 @@ def plot_tic(result: TicResult, path: str | os.PathLike, *, title: str | None = 
         ax.plot(tt[tt <= last], fc[tt <= last], "-", color="tab:blue", lw=1.5, label=f"{result.model} fit")
         if np.any(tt > last):
             ax.plot(tt[tt >= last], fc[tt >= last], "--", color="tab:blue", lw=1.2, label="extrapolated")
+        if result.fitted_low is not None and np.any(np.isfinite(result.fitted_low)):
+            order = np.argsort(t)
+            ax.fill_between(t[order], result.fitted_low[order], result.fitted_high[order], color="tab:blue",
+                            alpha=0.2, lw=0, label="90 % band")
         if result.success:
             O = result.params["O"]
             for name, col in (("TI", "tab:green"), ("TTP", "tab:red"), ("TO", "tab:brown")):
                 v = p[name].value
                 if math.isfinite(v):
-                    star = "*" if p[name].extrapolated else ""
-                    ax.axvline(v, color=col, lw=0.8, ls=":", label=f"{name}{star} {v:.1f} s")
-            ax.axhline(O + p["PE"].value, color="tab:red", lw=0.6, ls=":")
+                    mark = ("*" if p[name].extrapolated else "") + ("?" if p[name].uncertain else "")
+                    half = 0.5 * (p[name].ci_high - p[name].ci_low)
+                    pm = f" ± {half:.1f}" if math.isfinite(half) else ""
+                    ax.axvline(v, color=col, lw=0.8, ls=":", label=f"{name}{mark} {v:.1f}{pm} s")
+            pe, ttp = p["PE"], p["TTP"]
+            ax.axhline(O + pe.value, color="tab:red", lw=0.6, ls=":")
             ax.axhline(O, color="0.6", lw=0.6, ls=":")
-            ax.annotate(f"PE {p['PE'].value:.3g} a.u.", (p["TTP"].value, O + p["PE"].value),
+            if math.isfinite(pe.ci_low) and math.isfinite(ttp.ci_low):
+                ax.errorbar([ttp.value], [O + pe.value], xerr=[[ttp.value - ttp.ci_low], [ttp.ci_high - ttp.value]],
+                            yerr=[[pe.value - pe.ci_low], [pe.ci_high - pe.value]], fmt="o", ms=3,
+                            color="tab:red", capsize=3, lw=1)
+            half = 0.5 * (pe.ci_high - pe.ci_low)
+            pm = f" ± {half:.2g}" if math.isfinite(half) else ""
+            ax.annotate(f"PE{'?' if pe.uncertain else ''} {pe.value:.3g}{pm} a.u. (90 %)", (ttp.value, O + pe.value),
                         textcoords="offset points", xytext=(5, 5), fontsize=8)
     status = f"QOF {result.qof:.1f}%" if result.success else f"fit failed: {result.reason}"
     ax.set_title(title or f"Time-intensity curve ({result.quantity}) - {status}", fontsize=9)
