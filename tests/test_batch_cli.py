@@ -122,3 +122,46 @@ def test_sigterm_stops_cleanly_and_leaves_exams_pending(tmp_path):
     flag.unlink()
     result = run_cli("run", str(pipe))
     assert "1 done, 1 failed" in result.stdout and "recovered" not in result.stdout
+
+
+def test_sigterm_stops_the_run_releases_the_lock_and_next_run_redoes_the_exam(tmp_path):
+    pipe, out, flag = _setup(tmp_path)
+    proc = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(Path(str(flag) + ".started"), proc)
+    worker_pid = int(Path(str(flag) + ".started").read_text())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    time.sleep(0.2)
+    assert not Path(f"/proc/{worker_pid}").exists(), "the exam's worker process was stopped"
+    first = str(tmp_path / "inbox" / "P001" / "E01.mp4")
+    with Ledger(out) as ledger:
+        assert ledger.get(first).status == "pending"  # back for the next run, not a crash
+    assert not (out / "P001").exists()
+    flag.unlink()
+    again = run_cli("run", str(pipe))  # exit 75 if the lock were still held
+    assert again.returncode == 1 and "1 done, 1 failed" in again.stdout, again.stderr
+
+
+def test_a_stuck_exam_times_out_and_the_run_goes_on(tmp_path):
+    inbox = make_inbox(tmp_path / "inbox", {"P001/E01.mp4": b"stuck one", "P002/E01.mp4": b"fine"})
+    flag = tmp_path / "stuck.flag"
+    flag.write_text("hang")
+    stages = {"digest": {"function": DIGEST, "slow_flag": str(flag), "slow_prefix": "stuck"}}
+    pipe = write_pipeline(tmp_path / "pipe.toml", Path("inbox"), Path("out"), stages,
+                          settle_seconds=0, recheck_seconds=0, exam_timeout_seconds=2)
+    t0 = time.monotonic()
+    result = run_cli("run", str(pipe))
+    assert time.monotonic() - t0 < 40
+    assert result.returncode == 1, result.stderr
+    assert "1 done, 1 failed" in result.stdout
+    stuck = str(inbox / "P001" / "E01.mp4")
+    assert f"FAILED {stuck}: timed out after 2 s (exam_timeout_seconds in the pipeline file); stopped" \
+        in result.stdout.splitlines()
+    with Ledger(tmp_path / "out") as ledger:
+        assert ledger.get(stuck).status == "failed" and "timed out" in ledger.get(stuck).error
+        assert ledger.get(str(inbox / "P002" / "E01.mp4")).status == "done"
+    status = run_cli("status", str(tmp_path / "out"))
+    assert "a run is in progress" not in status.stdout and "timed out" in status.stdout

@@ -30,14 +30,16 @@ def digest_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     ``fail_prefix``: raise InputError when the content starts with it;
     ``crash_prefix``: kill this process (SIGKILL) when the content starts with it;
     ``slow_flag``: while that file exists, write ``partial.txt``, signal
-    ``<slow_flag>.started`` and sleep (to be killed mid-exam)."""
+    ``<slow_flag>.started`` and sleep (to be killed mid-exam); with ``slow_prefix`` only
+    for content starting with it."""
     data = Path(exam.path).read_bytes()
     if options.get("fail_prefix") and data.startswith(options["fail_prefix"].encode()):
         raise InputError(exam.path, "test stage: bad content")
     if options.get("crash_prefix") and data.startswith(options["crash_prefix"].encode()):
         os.kill(os.getpid(), signal.SIGKILL)
     flag = options.get("slow_flag")
-    if flag and Path(flag).exists():
+    slow_here = not options.get("slow_prefix") or data.startswith(options["slow_prefix"].encode())
+    if flag and Path(flag).exists() and slow_here:
         (Path(exam_tmp_dir) / "partial.txt").write_text("half done\n")
         Path(flag + ".started").write_text(str(os.getpid()))
         for _ in range(600):
