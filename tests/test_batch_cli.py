@@ -165,3 +165,31 @@ def test_a_stuck_exam_times_out_and_the_run_goes_on(tmp_path):
         assert ledger.get(str(inbox / "P002" / "E01.mp4")).status == "done"
     status = run_cli("status", str(tmp_path / "out"))
     assert "a run is in progress" not in status.stdout and "timed out" in status.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_run_also_ends_its_workers(tmp_path):
+    # The soak (benchmarks/soak_batch.py) found a hung worker of a killed run still
+    # running minutes later, keeping the forkserver and resource tracker alive with it.
+    pipe, out, flag = _setup(tmp_path)
+    proc = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started = Path(str(flag) + ".started")
+    _wait_for(started, proc)
+    worker = int(started.read_text())
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        t0 = time.monotonic()
+        while _alive(worker) and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker of the killed run is still running"
+    finally:
+        flag.unlink()

@@ -175,14 +175,37 @@ class _WarningLines(logging.Handler):
             self.lines.append(" ".join(record.getMessage().split()))
 
 
+def _die_with_coordinator(conn) -> None:
+    """Kill this worker as soon as its coordinator is gone (kill -9, OOM killer).
+
+    The coordinator holds the only read end of ``conn``; when it dies, the write end
+    polls as an error. Without this, a worker of a killed run (a hung one included)
+    ran on with nobody left to time it out, keeping the forkserver alive with it."""
+    import select
+    import threading
+
+    fd = os.dup(conn.fileno())  # still valid after conn.close()
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # only POLLERR / POLLHUP, which poll always reports
+        while not poller.poll():
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ceuspipe-coordinator-watch", daemon=True).start()
+
+
 def _worker_main(conn, task: ExamTask, environ: dict, cwd: str) -> None:
     """Entry of a worker process: run one exam, send its :class:`ExamOutcome` back.
 
     SIGINT is ignored (Ctrl-C reaches the whole process group; the coordinator
-    stops its workers itself); the parent's environment and folder are restored
-    (a forkserver child would otherwise carry the server's)."""
+    stops its workers itself); the worker kills itself when the coordinator dies;
+    the parent's environment and folder are restored (a forkserver child would
+    otherwise carry the server's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_coordinator(conn)
     os.environ.clear()
     os.environ.update(environ)
     with contextlib.suppress(OSError):
