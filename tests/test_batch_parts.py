@@ -154,3 +154,15 @@ def test_shipped_example_pipelines_load(tmp_path):
     (tmp_path / "n.toml").write_text(text.replace("/models/ceusegnet/best.pt", str(tmp_path / "best.pt")))
     nightly = load_pipeline(tmp_path / "n.toml")
     assert [s.name for s in nightly.stages] == ["keyframes", "segment"] and nightly.settle_s == 60
+
+
+def test_a_status_probe_at_the_moment_a_run_starts_does_not_turn_the_run_away(tmp_path):
+    import fcntl
+    import threading
+
+    OutputLock(tmp_path).acquire().release()  # create the lock file
+    fd = os.open(tmp_path / ".ceuspipe" / "lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what current_holder does, held a little longer
+    threading.Timer(0.05, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd))).start()
+    with OutputLock(tmp_path):
+        assert f"pid {os.getpid()}" in current_holder(tmp_path)

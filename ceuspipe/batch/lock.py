@@ -55,10 +55,17 @@ def current_holder(out_root: str | os.PathLike) -> str:
         os.close(fd)
 
 
+#: Seconds a starting run retries a lock that is held (a status probe lets go at once).
+PROBE_GRACE_S = 0.25
+
+
 class OutputLock:
     """Exclusive, non-blocking lock on an output root; ``with OutputLock(out):``.
 
-    Raises :class:`LockHeld` at once when another process holds it.
+    Raises :class:`LockHeld` when another process holds it: after at most
+    :data:`PROBE_GRACE_S` seconds, so that ``ceuspipe status`` probing the lock
+    (a shared lock held for microseconds, see :func:`current_holder`) at the
+    moment a run starts does not turn that run away.
     """
 
     def __init__(self, out_root: str | os.PathLike):
@@ -68,8 +75,16 @@ class OutputLock:
     def acquire(self) -> "OutputLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + PROBE_GRACE_S
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.02)
         except OSError as exc:
             holder = ""
             try:
