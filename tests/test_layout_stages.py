@@ -84,3 +84,23 @@ def test_segment_video_records_the_layout_decision_of_its_separate_pass(tmp_path
     assert summary["layout_decision"]["prepass"] is True
     assert _near(summary["layout"]["ceus"], truth_layout(truth).ceus)
     assert summary["layout"]["confidence"] is not None and "warnings" in summary
+
+
+def test_batch_run_keeps_layout_warnings_in_the_ledger_and_status(tmp_path):
+    import os
+    import time as _time
+
+    from ceuspipe.batch.pipeline_file import load_pipeline
+    from ceuspipe.batch.runner import run_pipeline
+    from ceuspipe.batch.status import format_status, read_status
+    from test_batch_helpers import write_pipeline
+
+    clip, _ = _exam(tmp_path / "inbox", "P001", skin="frozen-bmode")
+    old = _time.time() - 3600
+    os.utime(clip, (old, old))
+    pipe = write_pipeline(tmp_path / "p.toml", tmp_path / "inbox", tmp_path / "out",
+                          {"keyframes": {"k": 3, "ceus_side": "right"}}, settle_seconds=0, recheck_seconds=0)
+    report = run_pipeline(load_pipeline(pipe))
+    assert len(report.done) == 1, report.failed
+    lines = format_status(read_status(tmp_path / "out"))
+    assert any(line.startswith("WARNING") and "look swapped" in line and "exam1.mp4" in line for line in lines)
