@@ -9,6 +9,10 @@ Per exam ``OUT/<patient_id>/<exam_id>/`` receives (written atomically):
   frame its time, score and mean CEUS grey level;
 * ``scores.csv``: every 1 fps sample with its time, score and grey level.
 
+With ``KeyframeConfig.pseudonymize`` (a key file) the ids are pseudonyms
+(:mod:`ceuspipe.pseudonym`), ``source`` is null in keyframes.json and empty in
+manifest.csv, and warnings name the pseudonymous exam instead of its path.
+
 ``OUT/manifest.csv`` lists the key frames of every exam under ``OUT``.
 """
 
@@ -46,11 +50,14 @@ MANIFEST_COLUMNS = ("patient_id", "exam_id", "source", "sample_index", "time_s",
 class KeyframeConfig(LayoutOptions):
     """Options of ``ceuspipe keyframes``: ``sample_fps`` (samples per second of
     presentation time), ``k`` (key frames kept per exam); the panel-layout ones
-    come from :class:`~ceuspipe.video.layout.LayoutOptions`. Checked on creation."""
+    come from :class:`~ceuspipe.video.layout.LayoutOptions`. ``pseudonymize``: a key
+    file (:mod:`ceuspipe.pseudonym`, outside the output folder): patient and exam ids
+    become pseudonyms and no source path or folder name is written. Checked on creation."""
 
     sample_fps: float = 1.0
     k: int = 40
     overwrite: bool = False
+    pseudonymize: str | None = None
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -58,6 +65,7 @@ class KeyframeConfig(LayoutOptions):
         super().__post_init__()
         configs.number("sample_fps", self.sample_fps, above=0, unit="samples per second")
         configs.number("k", self.k, minimum=1, integer=True)
+        configs.path_or_none("pseudonymize", self.pseudonymize)
 
 
 @dataclass
@@ -66,6 +74,7 @@ class ExamResult:
 
     exam: ExamInput
     status: str
+    # (the exam's ids are pseudonyms when the run pseudonymised; ``exam.path`` is the source)
     out_dir: Path | None = None
     n_samples: int = 0
     n_selected: int = 0
@@ -144,7 +153,9 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     finally:
         clip.close()
     clip.check_length()
-    warnings = layout_warnings(exam.path, layout, [r[3] for r in rows[1:]], us_changes)
+    hide = config.pseudonymize is not None
+    shown = f"{exam.patient_id}/{exam.exam_id}" if hide else exam.path
+    warnings = layout_warnings(shown, layout, [r[3] for r in rows[1:]], us_changes)
 
     if len(rows) < config.k:
         log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",
@@ -164,7 +175,8 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
                                 "score": round(score, 6), "ceus_gray": round(mean_gray, 6), **names})
         _write_pngs(pngs)
         meta = {
-            "source": str(exam.path),
+            "source": None if hide else str(exam.path),
+            "pseudonymized": hide,
             "patient_id": exam.patient_id,
             "exam_id": exam.exam_id,
             "sample_fps": config.sample_fps,
@@ -179,6 +191,8 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "ceuspipe_version": __version__,
             "frames": frames_meta,
         }
+        if hide:
+            meta = _scrub(meta, _identifying_strings(exam))
         (tmp / "keyframes.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         selected = {n for _, n, _ in kept}
         buf = io.StringIO()
@@ -188,6 +202,39 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             writer.writerow([n, f"{t:.6f}", idx, f"{score:.6f}", f"{gray:.6f}", int(n in selected)])
         (tmp / "scores.csv").write_text(buf.getvalue(), encoding="utf-8")
     return ExamResult(exam, "done", final, n_samples=len(rows), n_selected=len(kept))
+
+
+def _identifying_strings(exam: ExamInput) -> list[str]:
+    """Source path, its name and stem, and the folder names above it (longest first)."""
+    p = Path(exam.path)
+    out = {str(p), str(p.absolute()), p.name, p.stem, *p.absolute().parent.parts[-3:]}
+    return sorted((s for s in out if len(s) >= 3 and s != "/"), key=len, reverse=True)
+
+
+def _scrub(obj, words: list[str]):
+    """``obj`` (JSON data) with every occurrence of ``words`` in its string values replaced."""
+    if isinstance(obj, str):
+        for w in words:
+            obj = obj.replace(w, "<source>")
+        return obj
+    if isinstance(obj, list):
+        return [_scrub(v, words) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _scrub(v, words) for k, v in obj.items()}
+    return obj
+
+
+def pseudonymize_exams(exams: Sequence[ExamInput], keyfile: str | os.PathLike,
+                       out_root: str | os.PathLike) -> list[ExamInput]:
+    """Exams with pseudonymous ids (:class:`ceuspipe.pseudonym.Pseudonymizer`); the mapping
+    is saved to ``keyfile``, which must lie outside ``out_root`` (else :class:`OutputError`)."""
+    from ceuspipe.pseudonym import Pseudonymizer, check_keyfile_outside
+
+    check_keyfile_outside(keyfile, out_root)
+    ps = Pseudonymizer(keyfile)
+    out = [ExamInput(e.path, ps.patient(e.patient_id), ps.exam(e.patient_id, e.exam_id)) for e in exams]
+    ps.save()
+    return out
 
 
 def _safe_extract(exam: ExamInput, out_root: str, config: KeyframeConfig) -> ExamResult:
@@ -208,6 +255,8 @@ def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, confi
     from tqdm import tqdm
 
     out_root = Path(out_root)
+    if config.pseudonymize is not None:
+        exams = pseudonymize_exams(exams, config.pseudonymize, out_root)
     report = KeyframesReport()
     bar = tqdm(total=len(exams), unit="video", desc="key frames", disable=not progress)
     if jobs == 1 or len(exams) <= 1:
@@ -236,6 +285,8 @@ def write_manifest(out_root: str | os.PathLike) -> Path:
     writer.writerow(MANIFEST_COLUMNS)
     for meta_path in sorted(out_root.glob("*/*/keyframes.json")):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("source") is None:
+            meta["source"] = ""  # pseudonymised: no source path
         rel = meta_path.parent.relative_to(out_root)
         for fr in meta["frames"]:
             writer.writerow([meta["patient_id"], meta["exam_id"], meta["source"], fr["sample_index"],

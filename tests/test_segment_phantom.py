@@ -347,3 +347,47 @@ def test_flash_on_log_compressed_panel_means_during_enhancement(dt):
     flags = frame_flags(np.full(t.size, 0.05), times_s=t, panel_means=grey)
     assert np.flatnonzero(flags["flash"]).tolist() == flash
     assert not flags["destruction"].any()
+
+
+RELATIVE = ("PE", "WiAUC", "WoAUC", "WiWoAUC", "WiR", "WiPI")
+
+
+def test_relative_parameters_against_phantom_parenchyma(clips):
+    """The automatic reference ring (5 px outside each trained-model mask, 15 px wide,
+    inside the imaged area) follows the phantom's parenchyma curve: lesion-over-reference
+    parameters against the ratio of the two truth curves' parameters, and dTTP against
+    the truth TTP difference (held-out 100 s clip, seed 202).
+
+    The phantom's parenchyma weight map is not uniform (x(1 - 0.25 depth), vessels
+    +80 %, smooth +-18 % texture), so the ring's mean weight, and the truth ratio
+    seen through it, differ from 1: the ring (near the soft ROI edge, where the
+    parenchyma weight 1 - roi_w is below 1, and attenuated with depth) reads the
+    parenchyma low, so every ratio is biased high by a common factor.
+    Measured (seed 202): rPE +27 %, rWiAUC +32 %, rWoAUC +44 %, rWiWoAUC +41 %,
+    rWiR +27 %, rWiPI +29 %, dTTP -0.31 s. Bounds: every ratio -10 %..+60 %, rPE and
+    rWiR within 40 %, dTTP within 2 s; values printed with ``pytest -rP``."""
+    run = clips["full"]
+    truth = run["truth"]
+    t_last = run["report"].duration_s
+    want_l = _truth_parameters(truth, t_last)
+    P = truth["curves"]["parenchyma"]
+    want_r = perfusion_parameters("lognormal", {"t0": P["t0"], "O": P["offset"], "A": P["amplitude"],
+                                                "mu": P["mu"], "sigma": P["sigma"]}, t_first=0.0, t_last=t_last)
+    doc = run["tic"]
+    assert doc["reference"]["success"], doc["reference"]["reason"]
+    rel = doc["relative_parameters"]
+    errs = {k: rel[f"r{k}"]["value"] / (want_l[k].value / want_r[k].value) - 1.0 for k in RELATIVE}
+    d_want = want_l["TTP"].value - want_r["TTP"].value
+    TIMINGS.update({f"r{k}_rel_err": v for k, v in errs.items()})
+    TIMINGS["dTTP_err_s"] = rel["dTTP"]["value"] - d_want
+    print({k: round(v, 3) for k, v in TIMINGS.items() if k.startswith(("r", "dTTP"))})
+    for k in RELATIVE:
+        assert -0.1 < errs[k] < 0.6, (k, errs)  # ring sees parenchyma weight < 1: ratios biased high
+    assert abs(errs["PE"]) < 0.4 and abs(errs["WiR"]) < 0.4
+    assert abs(rel["dTTP"]["value"] - d_want) < 2.0
+    csv = run["csv"]
+    assert np.all(csv["ref_area_px"][csv["area_px"] > 0] > 0)
+    assert "ref_fitted" in csv and np.isfinite(csv["ref_fitted"]).all()
+    summary = json.loads((run["out"] / "segment.json").read_text())
+    assert summary["reference_region"]["mode"] == "ring"
+    assert summary["tic"]["relative_parameters"]["rPE"] == rel["rPE"]["value"]

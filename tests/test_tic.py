@@ -233,3 +233,86 @@ def test_analyse_curve_never_raises_on_random_curves(values, gaps, model, with_p
     else:
         assert r.reason
     json.dumps(r.to_json_dict(), allow_nan=False)
+
+
+# --- reference region and relative parameters ------------------------------------------------
+
+
+def test_reference_ring_and_imaged_area():
+    """The ring lies between distance and distance+width of the mask, inside the imaged
+    area (a sector with black corners and a dark vessel inside stays imaged)."""
+    from ceuspipe.tic.reference import ImagedArea, reference_ring
+
+    mask = np.zeros((80, 80), np.uint8)
+    mask[30:50, 30:50] = 1
+    ring = reference_ring(mask, 3, 6)
+    assert not (ring & (mask > 0)).any()
+    ys, xs = np.nonzero(ring)
+    d = np.maximum(np.maximum(30 - xs, xs - 49), np.maximum(30 - ys, ys - 49))  # Chebyshev >= Euclid here
+    assert d.min() >= 3 and ring[40, 30 - 4] and not ring[40, 30 - 3] and not ring[40, 30 - 10]
+    assert not reference_ring(np.zeros_like(mask), 3, 6).any()
+    yy, xx = np.mgrid[:80, :80]
+    sector = (np.hypot(xx - 40, yy + 20) < 95) & (np.abs(xx - 40) < (yy + 20) * 0.8)
+    us = np.where(sector, 60, 0).astype(np.uint8)
+    us[60:64, 20:40] = 0  # anechoic vessel inside the sector
+    area = ImagedArea(frames=2).update(np.zeros_like(us), us)
+    assert area[62, 30] and not area[0, 0] and not area[79, 0]
+    assert not (reference_ring(mask, 3, 60, area) & ~sector).any()
+
+
+def test_accumulator_reference_relative_parameters():
+    """Lesion and reference regions of known curves in one speckle panel: the reference
+    curve is fitted like the lesion's, rPE/rWiAUC/dTTP match the truth, and tic.csv,
+    tic.json and tic.png carry the reference."""
+    rng = np.random.default_rng(3)
+    les = dict(LN)
+    ref = dict(LN, A=0.05, t0=8.0)  # half the area, arrives 2 s later
+    t = np.arange(0, 60, 0.5)
+    acc = TicAccumulator(DR, reference=True)
+    m = np.zeros((48, 96), np.uint8)
+    m[:, :48] = 1
+    for i, ti in enumerate(t):
+        panel = np.concatenate([speckle(rng, lognormal(ti, **les)), speckle(rng, lognormal(ti, **ref))], axis=1)
+        acc.add(i, float(ti), panel, m, reference_mask=1 - m)
+    res = acc.result()
+    assert res.success and res.reference is not None and res.reference.success
+    tt = np.linspace(0, 60, 60001)
+    fl, fr = lognormal(tt, **les), lognormal(tt, **ref)
+    want_rpe = (fl.max() - LN["O"]) / (fr.max() - LN["O"])
+    want_dttp = tt[fl.argmax()] - tt[fr.argmax()]
+    rel = res.relative
+    assert abs(rel["rPE"]["value"] / want_rpe - 1) < 0.1, rel["rPE"]
+    assert abs(rel["dTTP"]["value"] - want_dttp) < 1.0, rel["dTTP"]
+    assert abs(rel["rWiWoAUC"]["value"] / 2.0 - 1) < 0.15, rel["rWiWoAUC"]
+    assert set(rel) == {"rPE", "rWiAUC", "rWoAUC", "rWiWoAUC", "rWiR", "rWiPI", "dTTP"}
+    assert rel["rPE"]["unit"] == "1" and rel["dTTP"]["unit"] == "s"
+    # a single curve still analyses alone
+    assert analyse_curve(t, acc.arrays()["ref_mean_linear"]).success
+
+
+def test_reference_in_output_files(tmp_path):
+    rng = np.random.default_rng(4)
+    t = np.arange(0, 50, 1.0)
+    acc = TicAccumulator(DR, reference=True)
+    m = np.zeros((32, 64), np.uint8)
+    m[:, :32] = 1
+    for i, ti in enumerate(t):
+        panel = np.concatenate([speckle(rng, lognormal(ti, **LN), (32, 32)),
+                                speckle(rng, lognormal(ti, **dict(LN, A=0.05)), (32, 32))], axis=1)
+        acc.add(i, float(ti), panel, m, reference_mask=(1 - m) if i != 3 else None)
+    res = acc.result()
+    paths = write_tic_outputs(res, tmp_path)
+    csv = read_tic_csv(paths["csv"])
+    for k in ("ref_area_px", "ref_mean_gray", "ref_mean_linear", "ref_fitted", "ref_excluded"):
+        assert k in csv, k
+    assert csv["ref_area_px"][0] == 32 * 32 and csv["ref_area_px"][3] == 0
+    assert csv["ref_excluded"][3] == 1 and csv["ref_excluded"].dtype == np.int64  # empty reference: flagged
+    np.testing.assert_allclose(csv["ref_mean_linear"][~np.isnan(csv["ref_mean_linear"])],
+                               acc.arrays()["ref_mean_linear"][~np.isnan(acc.arrays()["ref_mean_linear"])])
+    doc = read_tic_json(paths["json"])
+    assert doc["reference"]["success"] and "PE" in doc["reference"]["parameters"]
+    assert 1.6 < doc["relative_parameters"]["rPE"]["value"] < 2.4
+    assert paths["png"].stat().st_size > 1000
+    plain = TicAccumulator(DR)
+    plain.add(0, 0.0, np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8))
+    assert "reference" not in plain.result().to_json_dict()

@@ -94,7 +94,7 @@ def _keyframe_config(options: dict):
 
 
 def _prepare_keyframes(options: dict, base_dir: Path) -> dict:
-    options = _paths_absolute(options, ("layout_file",), base_dir)
+    options = _paths_absolute(options, ("layout_file", "pseudonymize"), base_dir)
     _keyframe_config(options)
     return options
 
@@ -102,12 +102,17 @@ def _prepare_keyframes(options: dict, base_dir: Path) -> dict:
 @register_stage("keyframes")
 def keyframes_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     """1 fps sampling and top-k key frames (as ``ceuspipe keyframes``): PNGs,
-    ``keyframes.json`` and ``scores.csv`` directly in the exam folder."""
-    from ceuspipe.keyframes_run import extract_exam
+    ``keyframes.json`` and ``scores.csv`` directly in the exam folder. Option
+    ``pseudonymize``: a key file; the stage's files then carry pseudonymous ids and no
+    source path (the batch ledger and folder names of the run are not changed)."""
+    from ceuspipe.keyframes_run import extract_exam, pseudonymize_exams
 
     exam_tmp_dir = Path(exam_tmp_dir)
     scratch = exam_tmp_dir / ".keyframes"
-    result = extract_exam(exam, scratch, _keyframe_config(options))
+    config = _keyframe_config(options)
+    if config.pseudonymize is not None:
+        exam = pseudonymize_exams([exam], config.pseudonymize, exam_tmp_dir)[0]
+    result = extract_exam(exam, scratch, config)
     if result.status != "done" or result.out_dir is None:
         raise InputError(exam.path, f"key frames: {result.error or result.status}")
     names = sorted(p.name for p in result.out_dir.iterdir())

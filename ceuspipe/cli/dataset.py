@@ -27,8 +27,11 @@ import click
 @click.option("--label", default=None, help="Only LabelMe polygons with this label (default: any polygon).")
 @click.option("--name", default="CEUS", show_default=True, help="Dataset name in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT folder.")
+@click.option("--pseudonymize", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEYFILE",
+              help="Patient/exam ids and stems become keyed-hash pseudonyms, no source path is written; "
+                   "the secret and mapping live only in KEYFILE (created on first use; outside OUT).")
 def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, test_fraction, folds, seed,
-                      max_tries, ks_threshold, min_separation_s, label, name, overwrite):
+                      max_tries, ks_threshold, min_separation_s, label, name, overwrite, pseudonymize):
     """Build a grey-level balanced, patient-split dataset in OUT from the key frames in
     KEYFRAMES_DIR (output of `ceuspipe keyframes`) and the annotations in ANNOTATIONS_DIR
     (LabelMe JSON or mask PNGs named after the key-frame stems; see data/README.md)."""
@@ -41,7 +44,7 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
                       frames_per_patient=frames_per_patient, test_fraction=test_fraction, folds=folds,
                       seed=seed, max_tries=max_tries, ks_threshold=ks_threshold,
                       min_separation_s=min_separation_s, label=label, name=name, overwrite=overwrite,
-                      progress=show_progress())
+                      progress=show_progress(), pseudonymize=pseudonymize)
     r = build_dataset(cfg)
     b = r.balance
     click.echo(f"{len(r.cases)} cases ({r.n_train} train, {r.n_test} test) from {len(r.patients)} patients"

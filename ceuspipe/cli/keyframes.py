@@ -18,7 +18,11 @@ from ceuspipe.cli.options import layout_options, layout_overrides
 @click.option("-j", "--jobs", default=1, show_default=True, type=int,
               help="Exams processed in parallel (-1: one per core).")
 @click.option("--overwrite", is_flag=True, help="Redo exams whose output folder exists.")
-def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, **layout_kw):
+@click.option("--pseudonymize", "pseudonymize", type=click.Path(dir_okay=False, path_type=str), default=None,
+              metavar="KEYFILE", help="Replace patient and exam ids by keyed-hash pseudonyms and write no "
+                                      "source path; the secret and the mapping live only in KEYFILE "
+                                      "(created on first use; must be outside OUT).")
+def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, pseudonymize, **layout_kw):
     """Extract key frames from INPUTS (videos, DICOM files, folders) into OUT.
 
     Per exam: OUT/<patient>/<exam>/ with PNG frames and panel crops, keyframes.json
@@ -30,7 +34,8 @@ def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, **layout_kw):
     from ceuspipe.keyframes_run import KeyframeConfig, run_keyframes
 
     exams = find_inputs(inputs)
-    config = KeyframeConfig(sample_fps=sample_fps, k=k, overwrite=overwrite, **layout_overrides(layout_kw))
+    config = KeyframeConfig(sample_fps=sample_fps, k=k, overwrite=overwrite, pseudonymize=pseudonymize,
+                            **layout_overrides(layout_kw))
     report = run_keyframes(exams, out, config, jobs=jobs, progress=show_progress())
     done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
     if done or skipped:

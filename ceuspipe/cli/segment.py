@@ -32,10 +32,28 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
               help="Median of lesion probabilities over N neighbouring frames (0: off).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Probability threshold [default: the checkpoint's, 0.5].")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also measure a reference region of parenchyma and report lesion/reference "
+                   "parameters (rPE, rWiAUC, ..., dTTP).")
+@click.option("--reference-mask", type=click.Path(dir_okay=False, path_type=str), default=None,
+              metavar="PNG", help="Reference region for every frame: a PNG of the CEUS panel's size "
+                                  "(non-zero = reference) [default: a ring around each frame's mask].")
+@click.option("--reference-distance-px", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Gap between the lesion mask and the reference ring (pixels).")
+@click.option("--reference-width-px", type=click.FloatRange(min=0, min_open=True), default=15.0,
+              show_default=True, help="Width of the reference ring (pixels).")
+@click.option("--reference-distance-mm", type=click.FloatRange(min=0), default=None,
+              help="Gap in mm instead (needs the pixel size from DICOM ultrasound regions or the layout).")
+@click.option("--reference-width-mm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Ring width in mm instead (needs the pixel size).")
+@click.option("--clean-masks/--no-clean-masks", default=False, show_default=True,
+              help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine,
-                      dynamic_range_db, tic_model, temporal_smoothing, threshold, overwrite, **layout_kw):
+                      dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
+                      reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
+                      clean_masks, overwrite, **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json."""
     from ceuspipe.cli import show_progress
     from ceuspipe.segment.defaults import default_model
@@ -45,12 +63,18 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     config = SegmentConfig(sample_fps=sample_fps, batch_size=batch_size, device=device, engine=engine,
                            dynamic_range_db=dynamic_range_db, tic_model=tic_model,
                            temporal_smoothing=temporal_smoothing, threshold=threshold,
-                           overwrite=overwrite, **layout_overrides(layout_kw))
+                           reference=reference, reference_mask=reference_mask,
+                           reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
+                           reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
+                           clean_masks=clean_masks, overwrite=overwrite, **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress())
     tic = report.tic or {}
     ttp = ((tic.get("parameters") or {}).get("TTP") or {}).get("value")
     fit = f"TTP {ttp:.1f} s" if tic.get("success") and ttp is not None else \
         f"no TIC fit ({tic.get('reason') or 'unknown'})"
+    rpe = ((tic.get("relative_parameters") or {}).get("rPE") or {}).get("value")
+    if rpe is not None:
+        fit += f", rPE {rpe:.2f}"
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
                f"{report.engine} on {report.device}); {fit}")
     click.echo(f"outputs: {report.out_dir}")

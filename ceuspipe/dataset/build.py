@@ -40,7 +40,10 @@ class BuildConfig:
     ``max_tries`` random redraws, then coordinate descent, stopping early at
     ``ks_threshold`` (``None``: never early); frames of one exam are at least
     ``min_separation_s`` seconds apart when possible; ``label``: only LabelMe
-    polygons with this label (``None``: any polygon).
+    polygons with this label (``None``: any polygon). ``pseudonymize``: a key file
+    (:mod:`ceuspipe.pseudonym`, outside ``out_dir``): patient ids, exam ids and stems
+    in every output become pseudonyms (ids that already are pseudonyms of this key
+    stay), ``sources`` is left empty and annotation problems do not name their files.
     """
 
     keyframes_dir: Path
@@ -57,6 +60,7 @@ class BuildConfig:
     name: str = "CEUS"
     overwrite: bool = False
     progress: bool = False
+    pseudonymize: Path | str | None = None
 
 
 @dataclass
@@ -111,6 +115,37 @@ def _read_grey(path: Path, box_w: int, box_h: int, what: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)  # same weights as RGB2GRAY on the RGB crop
 
 
+def _pseudonymize(frames: list[KeyFrame], ann, cfg: BuildConfig):
+    """Frames and annotations with pseudonymous ids and stems; the mapping goes to the key file."""
+    from dataclasses import replace
+
+    from ceuspipe.pseudonym import Pseudonymizer, check_keyfile_outside
+
+    check_keyfile_outside(cfg.pseudonymize, cfg.out_dir)
+    ps = Pseudonymizer(cfg.pseudonymize)
+    new: dict[str, str] = {}
+    out = []
+    for f in frames:
+        p, e = ps.patient(f.patient_id), ps.exam(f.patient_id, f.exam_id)
+        stem = f.stem if (p, e) == (f.patient_id, f.exam_id) else f"{p}__{e}__{f.sample_index:04d}"
+        new[f.stem] = stem
+        out.append(replace(f, patient_id=p, exam_id=e, stem=stem, source=""))
+    ps.save()
+    ann.masks = {new.get(k, k): v for k, v in ann.masks.items()}
+    ann.unannotated = [new.get(k, k) for k in ann.unannotated]
+    ann.problems = [AnnotationProblem("<annotation file>", new.get(p.stem) if p.stem else None,
+                                      _hide(p.problem, frames)) for p in ann.problems]
+    return out, ann
+
+
+def _hide(text: str, frames: list[KeyFrame]) -> str:
+    """``text`` with the original stems and ids replaced."""
+    for word in sorted({w for f in frames for w in (f.stem, f.patient_id, f.exam_id)}, key=len, reverse=True):
+        if len(word) >= 3:
+            text = text.replace(word, "<id>")
+    return text
+
+
 def build_dataset(config: BuildConfig) -> BuildReport:
     """Build the dataset folder described in :mod:`ceuspipe.dataset.layout_nnunet`.
 
@@ -126,8 +161,10 @@ def build_dataset(config: BuildConfig) -> BuildReport:
     frames = load_keyframe_index(cfg.keyframes_dir)
     if not frames:
         raise InputError(Path(cfg.keyframes_dir) / "manifest.csv", "lists no key frame")
-    by_stem: dict[str, KeyFrame] = {f.stem: f for f in frames}
     ann = import_annotations(cfg.annotations_dir, frames, cfg.label)
+    if cfg.pseudonymize is not None:
+        frames, ann = _pseudonymize(frames, ann, cfg)
+    by_stem: dict[str, KeyFrame] = {f.stem: f for f in frames}
     if not ann.masks:
         raise InputError(cfg.annotations_dir, f"no usable annotation for any of the {len(frames)} key frames "
                                               f"({len(ann.problems)} rejected, {len(ann.unannotated)} unannotated)")
@@ -179,7 +216,7 @@ def build_dataset(config: BuildConfig) -> BuildReport:
             "folds": [{"train": cases_of(fold["train"]), "val": cases_of(fold["val"])} for fold in split.folds],
             "train_patients": split.train, "test_patients": split.test})
         selected_stems = [stem_of[c] for c in sorted(stem_of)]
-        sources = sorted({by_stem[s].source for s in selected_stems})
+        sources = [] if cfg.pseudonymize is not None else sorted({by_stem[s].source for s in selected_stems})
         write_json(tmp / "dataset.json", {
             "name": cfg.name,
             "description": "CEUS lesion segmentation: CEUS and B-mode panels of dual-amplitude key frames, "

@@ -38,11 +38,13 @@ from ceuspipe import __version__
 from ceuspipe.devices import resolve_device
 from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text, safe_name
+from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
 from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
 from ceuspipe.segment.temporal import TemporalMedian
-from ceuspipe.video.layout import LayoutOptions, layout_warnings
+from ceuspipe.tic.reference import ImagedArea, reference_ring
+from ceuspipe.video.layout import CONTENT_THRESHOLD, LayoutOptions, layout_warnings
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.panels import Box, PanelLayout, crop
 
@@ -68,6 +70,14 @@ class SegmentConfig(LayoutOptions):
     frames are used for detection). ``overwrite``: replace an existing output
     folder. ``cache_dir``: where exported ONNX models are cached.
     ``overlay_crf``: H.264 quality of the overlay (lower = better).
+    ``reference``: also measure a reference region of parenchyma per frame and report
+    lesion-over-reference parameters (:mod:`ceuspipe.tic.reference`): by default a
+    ring ``reference_distance_px`` outside the frame's lesion mask and
+    ``reference_width_px`` wide, inside the CEUS panel's imaged area;
+    ``reference_distance_mm``/``reference_width_mm`` set them in mm instead (needs the
+    layout's ``pixel_size_mm``); ``reference_mask``: a PNG of the CEUS panel's size
+    (non-zero = reference) used for every frame instead of the ring.
+    ``clean_masks``: keep each frame's largest connected component and fill its holes.
     """
 
     sample_fps: float | None = None
@@ -82,6 +92,13 @@ class SegmentConfig(LayoutOptions):
     cache_dir: str | None = None
     overlay_crf: int = 20
     queue_frames: int = 16
+    reference: bool = True
+    reference_mask: str | None = None
+    reference_distance_px: float = 5.0
+    reference_width_px: float = 15.0
+    reference_distance_mm: float | None = None
+    reference_width_mm: float | None = None
+    clean_masks: bool = False
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -100,6 +117,16 @@ class SegmentConfig(LayoutOptions):
         configs.number("overlay_crf", self.overlay_crf, minimum=0, maximum=51, integer=True)
         configs.number("queue_frames", self.queue_frames, minimum=2, integer=True)
         configs.path_or_none("cache_dir", self.cache_dir)
+        for name in ("reference", "clean_masks"):
+            if not isinstance(getattr(self, name), bool):
+                raise configs.ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        configs.path_or_none("reference_mask", self.reference_mask)
+        configs.number("reference_distance_px", self.reference_distance_px, minimum=0, unit="pixels")
+        configs.number("reference_width_px", self.reference_width_px, above=0, unit="pixels")
+        configs.number("reference_distance_mm", self.reference_distance_mm, minimum=0, optional=True, unit="mm")
+        configs.number("reference_width_mm", self.reference_width_mm, above=0, optional=True, unit="mm")
+        if self.reference_mask is not None and not self.reference:
+            raise configs.ConfigError("reference_mask", "given while the reference region is off (reference false)")
         if self.engine == "onnx" and self.device.startswith("cuda"):
             raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
 
@@ -223,6 +250,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         meta = _metadata(report, config, threshold)
         meta["layout_decision"] = stats.layout_decision
         meta["warnings"] = stats.warnings
+        meta["reference_region"] = _reference_meta(config, stats.layout)
+        meta["clean_masks"] = config.clean_masks
         report.tic = _write_tic(tmp, stats.tic, meta, config)
         report.wall_s = time.perf_counter() - t_start
         tic = report.tic
@@ -230,6 +259,9 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
                      "qof_percent": tic.get("qof_percent"),
                      "parameters": {k: (v or {}).get("value") for k, v in (tic.get("parameters") or {}).items()
                                     if not k.startswith("fit_")}}
+        if "relative_parameters" in tic:
+            tic_short["relative_parameters"] = {k: v.get("value") for k, v in tic["relative_parameters"].items()}
+            tic_short["reference_success"] = (tic.get("reference") or {}).get("success")
         summary = {**meta, **report.to_dict(), "tic": tic_short, "threshold": threshold,
                    "temporal_smoothing": config.temporal_smoothing,
                    "sample_fps": config.sample_fps,
@@ -304,7 +336,10 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     group = StageGroup("segment")
     decoded = group.channel(config.queue_frames, "decoded frames")
     predicted = group.channel(config.queue_frames, "predicted masks")
-    acc = TicAccumulator(config.dynamic_range_db)
+    acc = TicAccumulator(config.dynamic_range_db, reference=config.reference)
+    user_ref, ring_px = _reference_setup(clip, layout, config)
+    imaged = ImagedArea(threshold=CONTENT_THRESHOLD)
+    last_mask: list[np.ndarray] = []  # the last non-empty mask: the ring of frames the model misses
     smoother = TemporalMedian(config.temporal_smoothing)
     writers: list[VideoWriter] = []
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
@@ -351,12 +386,25 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         mask_video, overlay_video = writers
         for item, prob in predicted:
             mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
+            if config.clean_masks:
+                mask = clean_mask(mask)
             mask_video.write(mask * np.uint8(255), item.time_s)
             ov = overlay_frame(item.image, mask, layout)
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             overlay_video.write(ov, item.time_s)
-            acc.add(item.index, item.time_s, to_gray(crop(item.image, ceus)), mask)
+            grey = to_gray(crop(item.image, ceus))
+            ref = None
+            if config.reference:
+                if user_ref is not None:
+                    ref = user_ref
+                else:
+                    area = imaged.update(grey, to_gray(crop(item.image, layout.us)))
+                    if mask.any():
+                        last_mask[:] = [mask]
+                    if last_mask:
+                        ref = reference_ring(last_mask[0], ring_px[0], ring_px[1], area)
+            acc.add(item.index, item.time_s, grey, mask, reference_mask=ref)
 
     try:
         writers.append(VideoWriter(tmp / MASK_NAME, ceus.w, ceus.h, fps=fps_hint, codec="ffv1",
@@ -393,6 +441,55 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
 
 
 # --------------------------------------------------------------------------- TIC
+
+
+def _reference_setup(clip: Path, layout: PanelLayout, config: SegmentConfig
+                     ) -> tuple[np.ndarray | None, tuple[float, float]]:
+    """``(user reference mask (h, w) bool or None, (ring distance, ring width) in pixels)``.
+
+    Raises :class:`InputError` for an unreadable or wrongly sized reference mask, or a
+    ring given in mm when the layout has no pixel size."""
+    dist, width = float(config.reference_distance_px), float(config.reference_width_px)
+    if not config.reference:
+        return None, (dist, width)
+    if config.reference_distance_mm is not None or config.reference_width_mm is not None:
+        if layout.pixel_size_mm is None:
+            raise InputError(clip, "reference ring in mm needs the pixel size (DICOM ultrasound regions or "
+                                   "pixel_size_mm in the layout); give it in pixels instead")
+        mm_per_px = float(np.mean(layout.pixel_size_mm))
+        if config.reference_distance_mm is not None:
+            dist = config.reference_distance_mm / mm_per_px
+        if config.reference_width_mm is not None:
+            width = config.reference_width_mm / mm_per_px
+    if config.reference_mask is None:
+        return None, (dist, width)
+    import cv2
+
+    path = Path(config.reference_mask)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if img is None:
+        raise InputError(path, "cannot read reference mask (expected a PNG)")
+    if img.ndim == 3:
+        img = img[..., :3].max(axis=2)
+    if img.shape != (layout.ceus.h, layout.ceus.w):
+        raise InputError(path, f"reference mask is {img.shape[1]}x{img.shape[0]} px but the CEUS panel is "
+                               f"{layout.ceus.w}x{layout.ceus.h} px")
+    ref = img != 0
+    if not ref.any():
+        raise InputError(path, "reference mask is empty (no non-zero pixel)")
+    return ref, (dist, width)
+
+
+def _reference_meta(config: SegmentConfig, layout: PanelLayout) -> dict:
+    if not config.reference:
+        return {"mode": "off"}
+    if config.reference_mask is not None:
+        return {"mode": "mask", "mask": str(config.reference_mask)}
+    d = {"mode": "ring", "distance_px": config.reference_distance_px, "width_px": config.reference_width_px,
+         "distance_mm": config.reference_distance_mm, "width_mm": config.reference_width_mm,
+         "imaged_area": "running max of both panels over the first 8 frames > grey "
+                        f"{CONTENT_THRESHOLD}, holes filled, eroded 2 px"}
+    return d
 
 
 def _write_tic(tmp: Path, acc, meta: dict, config: SegmentConfig) -> dict:

@@ -57,6 +57,9 @@ class TicResult:
     intervals, NaN when ``success`` is False. ``fitted_low``/``fitted_high``
     ``(N,)``: the 90 % confidence band of the fitted curve; ``residual_model``:
     the fit's noise model, weights and loss (:func:`~ceuspipe.tic.fit.fit_curve`).
+    ``reference``: the reference (parenchyma) region's curve analysed the same way,
+    or None; ``relative``: lesion-over-reference parameters
+    (:func:`~ceuspipe.tic.reference.relative_parameters`), empty without a reference.
     """
 
     model: str
@@ -80,6 +83,8 @@ class TicResult:
     fitted_low: np.ndarray | None = None
     fitted_high: np.ndarray | None = None
     residual_model: dict = field(default_factory=dict)
+    reference: "TicResult | None" = None
+    relative: dict = field(default_factory=dict)
 
     @property
     def param_units(self) -> dict[str, str]:
@@ -104,8 +109,22 @@ class TicResult:
     def to_json_dict(self) -> dict:
         """JSON-ready summary (no per-frame arrays): NaN becomes ``null``.
 
-        ``flags`` maps each flag name to the list of flagged frame indices.
+        ``flags`` maps each flag name to the list of flagged frame indices. With a
+        reference curve: ``reference`` (its own summary, same keys, without versions)
+        and ``relative_parameters`` (name -> value, unit, stderr, extrapolated, definition).
         """
+        d = self._json_core()
+        if self.reference is not None:
+            ref = self.reference._json_core()
+            ref.pop("versions", None)
+            ref.pop("format", None)
+            d["reference"] = ref
+            d["relative_parameters"] = {
+                k: {kk: (_num(vv) if kk in ("value", "stderr") else vv) for kk, vv in v.items()}
+                for k, v in self.relative.items()}
+        return d
+
+    def _json_core(self) -> dict:
         fi = self.frame_index
         t = self.times_s
         used = ~self.excluded

@@ -7,7 +7,9 @@ empty_mask, user, flash, destruction, jump, fitted, fitted_ci90_low,
 fitted_ci90_high`` then any other per-frame columns of the result. Times in s,
 grey levels 0..255, linear power, ``fitted`` (the model at the frame's time) and
 its 90 % confidence band in a.u., flags 0/1. A missing value (NaN) is an empty
-field. :func:`read_tic_csv` loads the file back. The table has one row per frame;
+field. With a reference region (parenchyma) the extra columns ``ref_area_px,
+ref_mean_gray, ref_mean_linear, ref_fitted`` (its curve and fit) and ``ref_excluded``
+(0/1) follow. :func:`read_tic_csv` loads the file back. The table has one row per frame;
 the parameters with their standard errors and intervals are in ``tic.json``.
 """
 
@@ -32,7 +34,7 @@ __all__ = ["CSV_COLUMNS", "write_tic_csv", "read_tic_csv", "write_tic_json", "re
 _STAT_COLUMNS = ("area_px", "mean_gray", "mean_linear", "panel_mean")
 CSV_COLUMNS = ("frame_index", "time_s", *_STAT_COLUMNS, "excluded", *FLAG_NAMES, "fitted", "fitted_ci90_low",
                "fitted_ci90_high")
-_INT_COLUMNS = {"frame_index", "excluded", *FLAG_NAMES}
+_INT_COLUMNS = {"frame_index", "excluded", *FLAG_NAMES, "ref_excluded"}
 
 
 def _fmt(v: float) -> str:
@@ -60,7 +62,7 @@ def write_tic_csv(result: TicResult, path: str | os.PathLike) -> None:
         row += [str(int(result.flags[k][i])) for k in FLAG_NAMES]
         row.append(_fmt(result.fitted[i]))
         row += [_fmt(lo[i]), _fmt(hi[i])]
-        row += [_fmt(cols[k][i]) for k in extra]
+        row += [(str(int(cols[k][i])) if k in _INT_COLUMNS else _fmt(cols[k][i])) for k in extra]
         w.writerow(row)
     atomic_write_text(path, buf.getvalue())
 

@@ -22,7 +22,8 @@ def plot_tic(result: TicResult, path: str | os.PathLike, *, title: str | None = 
     curve (dashed beyond the last used frame) with its 90 % confidence band, TI,
     TTP and TO with their 90 % intervals (error bars), and PE above the offset
     with its interval; parameters flagged extrapolated are marked with ``*``,
-    uncertain ones (interval wider than the value) with ``?``.
+    uncertain ones (interval wider than the value) with ``?``. With a reference
+    region: its frames and fit, and rPE and dTTP in the corner.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -75,6 +76,19 @@ def plot_tic(result: TicResult, path: str | os.PathLike, *, title: str | None = 
             pm = f" ± {half:.2g}" if math.isfinite(half) else ""
             ax.annotate(f"PE{'?' if pe.uncertain else ''} {pe.value:.3g}{pm} a.u. (90 %)", (ttp.value, O + pe.value),
                         textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ref = result.reference
+    if ref is not None:
+        rex = ref.excluded
+        ax.plot(ref.times_s[~rex], ref.values[~rex], ".", ms=3, color="tab:olive", label="reference region")
+        if ref.params:
+            order = np.argsort(ref.times_s)
+            ax.plot(ref.times_s[order], ref.fitted[order], "-", color="tab:green", lw=1.2,
+                    label=f"reference fit (QOF {ref.qof:.0f}%)" if ref.success else "reference fit (failed)")
+        rel = result.relative or {}
+        rpe, dttp = (rel.get(k, {}).get("value", math.nan) for k in ("rPE", "dTTP"))
+        if math.isfinite(rpe):
+            ax.text(0.01, 0.98, f"rPE {rpe:.2f}   dTTP {dttp:+.1f} s", transform=ax.transAxes, fontsize=8,
+                    va="top")
     status = f"QOF {result.qof:.1f}%" if result.success else f"fit failed: {result.reason}"
     ax.set_title(title or f"Time-intensity curve ({result.quantity}) - {status}", fontsize=9)
     ax.set_xlabel("time (s)")
