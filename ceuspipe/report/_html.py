@@ -16,8 +16,8 @@ h1{font-size:1.45em;margin:.2em 0}h2{font-size:1.1em;margin:1.4em 0 .4em;border-
 table{border-collapse:collapse;font-size:.88em}td,th{border:1px solid #d0d0d0;padding:.2em .5em;text-align:left;
 vertical-align:top}th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .warn{color:#8a3c00}.bad{color:#b00020;font-weight:600}.ok{color:#146c2e}.muted{color:#666}
-ul.warnings li{color:#8a3c00}figure{display:inline-block;margin:.3em;text-align:center}
-figure img{max-width:100%;border:1px solid #bbb}figcaption{font-size:.8em;color:#444}
+ul.warnings li{color:#8a3c00}figure{display:inline-block;margin:.3em;text-align:center;width:calc(33% - .8em);
+vertical-align:top}figure img{width:100%;border:1px solid #bbb}#layout img{max-width:min(100%,640px)}figcaption{font-size:.8em;color:#444}
 img.wide{max-width:100%}code{font-size:.9em;word-break:break-all}
 """
 
