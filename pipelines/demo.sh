@@ -55,4 +55,5 @@ PY
 printf '  key frames   %s/keyframes/manifest.csv\n' "$OUT"
 printf '  dataset      %s/dataset/dataset.json\n' "$OUT"
 printf '  model        %s/run/last.pt (metrics.csv, learning_curve.png)\n' "$OUT"
-printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.csv, tic.json, tic.png)\n' "$OUT"
+printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.csv, tic.json, tic.png, segment.json)\n' "$OUT"
+printf '  report       %s/segment/report.html (open it in any browser)\n' "$OUT"

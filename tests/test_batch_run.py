@@ -126,7 +126,11 @@ def test_corrupt_and_truncated_videos_fail_alone(tmp_path):
     assert json.loads((good / "keyframes.json").read_text())["k"] == 2
     manifest = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 3 and manifest[1].startswith("P001,good,")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ceuspipe", "P001", "manifest.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ceuspipe", "P001", "index.html",
+                                                                    "manifest.csv"]
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert index.count('data-status="failed"') == 2 and "Failures (2)" in index
+    assert str(inbox) not in index and "P003/corrupt.mp4: " in index
 
 
 def test_file_still_being_copied_is_deferred(tmp_path):

@@ -29,7 +29,7 @@ def test_keyframes_and_segment_stages(tmp_path):
     exam = tmp_path / "out" / "P001" / "visit1_clip"
     names = {p.name for p in exam.iterdir()}
     assert {"keyframes.json", "scores.csv", "mask.mkv", "overlay.mp4", "tic.csv", "tic.json",
-            "segment.json", "batch.json"} <= names
+            "segment.json", "report.html", "batch.json"} <= names
     assert not any(n.startswith(".") for n in names)
     seg = json.loads((exam / "segment.json").read_text())
     assert seg["frames"] == 8 and seg["dynamic_range_db"] == 50
@@ -39,3 +39,6 @@ def test_keyframes_and_segment_stages(tmp_path):
     assert outputs["segment"]["mask"] == "mask.mkv" and outputs["segment"]["frames"] == 8
     assert outputs["keyframes"]["n_keyframes"] == 2
     assert (tmp_path / "out" / "manifest.csv").read_text().count("\n") == 3
+    assert outputs["segment"]["report"] == "report.html"
+    index = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")  # rewritten after the ledger
+    assert 'href="P001/visit1_clip/report.html"' in index and 'data-status="done"' in index

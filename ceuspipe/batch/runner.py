@@ -237,8 +237,21 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         report.seconds = time.monotonic() - t0
         ledger.finish_run(run_id, done=len(report.done), failed=len(report.failed),
                           deferred=len(report.deferred), unchanged=report.unchanged)
+        _write_index(out, ledger, pipeline.inbox)
         log.debug("%s", report.summary())  # the CLI prints it on stdout
         return report
+
+
+def _write_index(out: Path, ledger: Ledger, inbox: Path) -> None:
+    """Rewrite ``OUT/index.html`` from the ledger; a failure is logged, not raised
+    (the exams themselves are done and recorded)."""
+    from ceuspipe.errors import CeuspipeError
+    from ceuspipe.report.index import write_index
+
+    try:
+        write_index(out, list(ledger.exams()), inbox=inbox)
+    except (OSError, CeuspipeError) as exc:
+        log.error("%s: batch index not written: %s", out / "index.html", exc)
 
 
 def format_failures(failures: Iterable[tuple[str, str]]) -> list[str]:

@@ -161,8 +161,8 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
 
 @register_stage("segment")
 def segment_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
-    """Every frame -> ``mask.mkv``, ``overlay.mp4``, ``tic.csv``/``tic.json``/``tic.png``
-    and ``segment.json`` (as ``ceuspipe segment-video``), directly in the exam folder.
+    """Every frame -> ``mask.mkv``, ``overlay.mp4``, ``tic.csv``/``tic.json``/``tic.png``,
+    ``segment.json`` and ``report.html`` (as ``ceuspipe segment-video``), directly in the exam folder.
     Option ``model``: the checkpoint or exported ONNX file; the others are :class:`SegmentConfig` fields."""
     from ceuspipe.segment.run import segment_video
 
@@ -174,7 +174,8 @@ def segment_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     shutil.rmtree(scratch)
     tic = report.tic if isinstance(report.tic, dict) else {}
     return {"segment_json": exam_tmp_dir / "segment.json", "mask": exam_tmp_dir / "mask.mkv",
-            "overlay": exam_tmp_dir / "overlay.mp4", "frames": report.frames,
+            "overlay": exam_tmp_dir / "overlay.mp4", "report": exam_tmp_dir / "report.html",
+            "frames": report.frames,
             "duration_s": round(report.duration_s, 6), "engine": report.engine,
             "tic": {k: v for k, v in tic.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 

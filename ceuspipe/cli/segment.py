@@ -54,7 +54,9 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                       dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
                       clean_masks, overwrite, **layout_kw):
-    """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json."""
+    """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
+    import sys
+
     from ceuspipe.cli import show_progress
     from ceuspipe.segment.defaults import default_model
     from ceuspipe.segment.run import SegmentConfig, default_out_dir, segment_video
@@ -67,7 +69,8 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
                            clean_masks=clean_masks, overwrite=overwrite, **layout_overrides(layout_kw))
-    report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress())
+    report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress(),
+                           command_line=["ceuspipe", *sys.argv[1:]])
     tic = report.tic or {}
     ttp = ((tic.get("parameters") or {}).get("TTP") or {}).get("value")
     fit = f"TTP {ttp:.1f} s" if tic.get("success") and ttp is not None else \
@@ -78,6 +81,7 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
                f"{report.engine} on {report.device}); {fit}")
     click.echo(f"outputs: {report.out_dir}")
+    click.echo(f"report: {report.out_dir / 'report.html'}")
 
 
 @click.command("export")

@@ -38,6 +38,7 @@ from ceuspipe import __version__
 from ceuspipe.devices import resolve_device
 from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text, safe_name
+from ceuspipe.report.exam import REPORT_NAME, write_exam_report
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
@@ -207,14 +208,17 @@ class StreamResult:
 
 def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
                   out_dir: str | os.PathLike | None = None,
-                  config: SegmentConfig = SegmentConfig(), progress: bool = False) -> SegmentReport:
+                  config: SegmentConfig = SegmentConfig(), progress: bool = False,
+                  command_line: list[str] | None = None) -> SegmentReport:
     """Segment every (or every sampled) frame of ``clip`` with ``checkpoint``.
 
     Writes into ``out_dir`` (default :func:`default_out_dir`): ``mask.mkv``
     (FFV1 grey, CEUS-panel size, 0/255), ``overlay.mp4`` (H.264 full frame,
     black outside the panels, mask contour on CEUS and mirrored on US), both
     with the clip's frame times; ``tic.csv``, ``tic.json``, ``tic.png``;
-    ``segment.json`` (this report). Nothing appears under ``out_dir`` unless
+    ``segment.json`` (this report, with ``command_line``: the CLI passes its
+    argv, library calls record None); ``report.html`` (built from those files,
+    :mod:`ceuspipe.report.exam`). Nothing appears under ``out_dir`` unless
     the whole run succeeds. Raises :class:`InputError` for an unreadable clip,
     checkpoint or layout, :class:`OutputError` when ``out_dir`` exists and
     ``overwrite`` is False.
@@ -252,6 +256,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         meta["warnings"] = stats.warnings
         meta["reference_region"] = _reference_meta(config, stats.layout)
         meta["clean_masks"] = config.clean_masks
+        meta["command_line"] = list(command_line) if command_line is not None else None
         report.tic = _write_tic(tmp, stats.tic, meta, config)
         report.wall_s = time.perf_counter() - t_start
         tic = report.tic
@@ -265,8 +270,9 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         summary = {**meta, **report.to_dict(), "tic": tic_short, "threshold": threshold,
                    "temporal_smoothing": config.temporal_smoothing,
                    "sample_fps": config.sample_fps,
-                   "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png"]}
+                   "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png", REPORT_NAME]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+        write_exam_report(tmp)  # last: a folder without report.html is never a complete output
     return report
 
 
@@ -297,9 +303,12 @@ def _versions() -> dict:
 
 
 def _metadata(report: SegmentReport, config: SegmentConfig, threshold: float) -> dict:
+    from ceuspipe.segment.onnx_export import file_digest
+
     return {
         "source": str(report.source),
         "model_checkpoint": str(Path(report.checkpoint).resolve()),
+        "model_sha256": file_digest(report.checkpoint),
         "model_config": report.model_config,
         "model_quantization": report.model_quantization,
         "threshold": threshold,
