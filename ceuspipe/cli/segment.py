@@ -32,10 +32,14 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
               help="Median of lesion probabilities over N neighbouring frames (0: off).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Probability threshold [default: the checkpoint's, 0.5].")
+@click.option("--no-dedupe", "no_dedupe", is_flag=True,
+              help="Treat every frame as acquired (default: frames that repeat the previous one, "
+                   "as in a 30 fps screen capture of a 10 Hz scan, reuse its mask and stay out of the curve).")
 @layout_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine,
-                      dynamic_range_db, tic_model, temporal_smoothing, threshold, overwrite, **layout_kw):
+                      dynamic_range_db, tic_model, temporal_smoothing, threshold, no_dedupe, overwrite,
+                      **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json."""
     from ceuspipe.cli import show_progress
     from ceuspipe.segment.defaults import default_model
@@ -45,14 +49,16 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     config = SegmentConfig(sample_fps=sample_fps, batch_size=batch_size, device=device, engine=engine,
                            dynamic_range_db=dynamic_range_db, tic_model=tic_model,
                            temporal_smoothing=temporal_smoothing, threshold=threshold,
-                           overwrite=overwrite, **layout_overrides(layout_kw))
+                           dedupe=not no_dedupe, overwrite=overwrite, **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress())
     tic = report.tic or {}
     ttp = ((tic.get("parameters") or {}).get("TTP") or {}).get("value")
     fit = f"TTP {ttp:.1f} s" if tic.get("success") and ttp is not None else \
         f"no TIC fit ({tic.get('reason') or 'unknown'})"
+    rep = (f"; {report.frames_repeated} repeats (acquired at about {report.acquisition_fps:.3g} frames/s)"
+           if report.frames_repeated and report.acquisition_fps else "")
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
-               f"{report.engine} on {report.device}); {fit}")
+               f"{report.engine} on {report.device}); {fit}{rep}")
     click.echo(f"outputs: {report.out_dir}")
 
 

@@ -7,11 +7,19 @@ bounded channels, so memory does not grow with clip length and decoding,
 inference and encoding overlap (PyAV, OpenCV, ONNX Runtime and PyTorch release
 the GIL while they work)::
 
-    decode thread   frames -> crop both panels -> grey -> resize to S x S -> channel
-    main thread     batches of B -> predictor -> probabilities (S x S)
-                    -> optional temporal median -> channel
+    decode thread   frames -> crop both panels -> grey -> resize to S x S
+                    -> repeat of the previous acquired frame? -> channel
+    main thread     batches of B new frames -> predictor -> probabilities (S x S)
+                    -> optional temporal median -> channel (repeats: no inference)
     encode thread   bilinear resize to the CEUS panel -> threshold -> mask.mkv,
                     overlay.mp4, per-frame TIC scalars (area, mean grey, mean linear power)
+
+Repeated frames (a 30 fps screen capture of a 10 Hz acquisition, see
+:mod:`ceuspipe.segment.repeats`) are found in the decode stage; a repeat skips
+inference and reuses its anchor's mask. ``mask.mkv`` and ``overlay.mp4`` still
+have every frame at its own time; the curve (``tic.csv``) has one row per acquired
+frame, at its first appearance, with the number of repeats that followed it
+(column ``repeats``). ``dedupe=False`` treats every frame as acquired.
 
 A failure in any stage (decode error, inference error, full disk) or an
 interrupt stops all of them within a fraction of a second.
@@ -28,6 +36,7 @@ import logging
 import os
 import platform
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,7 @@ from ceuspipe.fsutil import atomic_dir, atomic_write_text, safe_name
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
 from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
+from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.video.layout import LayoutOptions, layout_warnings
 from ceuspipe.preprocess import to_gray
@@ -68,6 +78,8 @@ class SegmentConfig(LayoutOptions):
     frames are used for detection). ``overwrite``: replace an existing output
     folder. ``cache_dir``: where exported ONNX models are cached.
     ``overlay_crf``: H.264 quality of the overlay (lower = better).
+    ``dedupe``: detect repeated frames (:mod:`ceuspipe.segment.repeats`), segment
+    each acquired frame once and fit the curve on acquired frames only.
     """
 
     sample_fps: float | None = None
@@ -82,6 +94,7 @@ class SegmentConfig(LayoutOptions):
     cache_dir: str | None = None
     overlay_crf: int = 20
     queue_frames: int = 16
+    dedupe: bool = True
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -100,6 +113,8 @@ class SegmentConfig(LayoutOptions):
         configs.number("overlay_crf", self.overlay_crf, minimum=0, maximum=51, integer=True)
         configs.number("queue_frames", self.queue_frames, minimum=2, integer=True)
         configs.path_or_none("cache_dir", self.cache_dir)
+        if not isinstance(self.dedupe, bool):
+            raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
         if self.engine == "onnx" and self.device.startswith("cuda"):
             raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
 
@@ -113,7 +128,11 @@ class SegmentReport:
     frame (s from the first frame); ``wall_s``: seconds the run took (model
     loading included); ``fps``: segmented frames per wall-clock second of the
     streaming part; ``engine``/``device``: what ran the model;
-    ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32).
+    ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32);
+    ``frames_repeated``: segmented frames that repeated an earlier one (no inference, its
+    mask; not in the curve); ``acquisition_fps``: acquired (non-repeated) frames per
+    second of clip time, ``(n - 1) / (last - first first-appearance time)`` (None with
+    fewer than two).
     """
 
     source: Path
@@ -132,6 +151,8 @@ class SegmentReport:
     model_config: dict = field(default_factory=dict)
     model_quantization: dict = field(default_factory=dict)
     tic: dict = field(default_factory=dict)
+    frames_repeated: int = 0
+    acquisition_fps: float | None = None
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("layout",)}
@@ -154,6 +175,7 @@ class _Item:
     image: np.ndarray      # (H, W, 3) uint8 RGB full frame
     ceus_in: np.ndarray    # (S, S) float32
     us_in: np.ndarray      # (S, S) float32
+    repeat_of: int | None = None  # index of the frame this one repeats (no inference)
 
 
 @dataclass
@@ -173,6 +195,8 @@ class StreamResult:
     tic: Any
     stream_s: float
     warnings: list[str] = field(default_factory=list)
+    frames_repeated: int = 0
+    acquisition_fps: float | None = None
 
 
 # --------------------------------------------------------------------------- main entry
@@ -219,7 +243,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             fps=stats.frames / stream_s if stream_s > 0 else float("nan"),
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
             layout=stats.layout, checkpoint=Path(checkpoint), model_config=spec.config,
-            model_quantization=spec.quantization)
+            model_quantization=spec.quantization, frames_repeated=stats.frames_repeated,
+            acquisition_fps=stats.acquisition_fps)
         meta = _metadata(report, config, threshold)
         meta["layout_decision"] = stats.layout_decision
         meta["warnings"] = stats.warnings
@@ -232,7 +257,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
                                     if not k.startswith("fit_")}}
         summary = {**meta, **report.to_dict(), "tic": tic_short, "threshold": threshold,
                    "temporal_smoothing": config.temporal_smoothing,
-                   "sample_fps": config.sample_fps,
+                   "sample_fps": config.sample_fps, "dedupe": config.dedupe,
                    "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png"]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     return report
@@ -310,6 +335,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
 
     changes: dict[str, list[float]] = {"ceus": [], "us": []}  # per frame, grey levels (model input)
+    repeats = RepeatDetector(config.dedupe)
+    counts = {"frames": 0, "repeated": 0, "last_time_s": 0.0}
 
     def decode() -> None:
         previous = None
@@ -317,6 +344,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             for f in clip_stream:
                 item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
                              prepare_panel(crop(f.image, layout.us), size))
+                item.repeat_of = repeats(item.index, item.ceus_in, item.us_in)
                 if previous is not None:
                     changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
                     changes["us"].append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
@@ -327,36 +355,67 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         decoded.finish()
 
     def infer() -> None:
+        # Frames leave in decode order: ``pending`` holds them until every earlier acquired
+        # frame has its (smoothed) map; a repeat goes out as (item, None): its anchor's mask.
         batch: list[_Item] = []
+        pending: deque[_Item] = deque()
+        ready: dict[int, np.ndarray] = {}
+
+        def drain() -> None:
+            while pending:
+                head = pending[0]
+                if head.repeat_of is None:
+                    if head.index not in ready:
+                        return
+                    predicted.put((head, ready.pop(head.index)))
+                else:
+                    predicted.put((head, None))
+                pending.popleft()
+                bar.update(1)
 
         def run_batch() -> None:
             probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
             for b, p in zip(batch, probs):
-                for pair in smoother.push(b, p):
-                    predicted.put(pair)
-            bar.update(len(batch))
+                for it, sp in smoother.push(b, p):
+                    ready[it.index] = sp
             batch.clear()
+            drain()
 
         for item in decoded:
-            batch.append(item)
-            if len(batch) == config.batch_size:
-                run_batch()
+            pending.append(item)
+            if item.repeat_of is None:
+                batch.append(item)
+                if len(batch) == config.batch_size:
+                    run_batch()
+            elif not batch:
+                drain()
+            elif len(pending) >= 2 * config.batch_size + config.queue_frames:
+                run_batch()  # a long run of repeats: do not hold its frames back any longer
         if batch:
             run_batch()
-        for pair in smoother.flush():
-            predicted.put(pair)
+        for it, sp in smoother.flush():
+            ready[it.index] = sp
+        drain()
         predicted.finish()
 
     def encode() -> None:
         mask_video, overlay_video = writers
+        mask = None
         for item, prob in predicted:
-            mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
+            counts["frames"] += 1
+            counts["last_time_s"] = item.time_s
+            if prob is None:  # a repeat: its anchor's mask, not a new sample of the curve
+                counts["repeated"] += 1
+                acc.add_repeat()
+            else:
+                mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
             mask_video.write(mask * np.uint8(255), item.time_s)
             ov = overlay_frame(item.image, mask, layout)
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             overlay_video.write(ov, item.time_s)
-            acc.add(item.index, item.time_s, to_gray(crop(item.image, ceus)), mask)
+            if prob is not None:
+                acc.add(item.index, item.time_s, to_gray(crop(item.image, ceus)), mask)
 
     try:
         writers.append(VideoWriter(tmp / MASK_NAME, ceus.w, ceus.h, fps=fps_hint, codec="ffv1",
@@ -386,10 +445,16 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     if len(acc) == 0:
         raise InputError(clip, "no frames were segmented")
     clip_stream.check_length()
-    return StreamResult(frames=len(acc), frames_decoded=clip_stream.frames_decoded,
-                        duration_s=float(acc.arrays()["time_s"][-1]), layout=layout,
+    times = acc.arrays()["time_s"]
+    acq_fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+    if counts["repeated"]:
+        log.info("%s: %d of %d frames repeat an earlier one (acquisition about %.3g frames/s)",
+                 clip.name, counts["repeated"], counts["frames"], acq_fps or float("nan"))
+    return StreamResult(frames=counts["frames"], frames_decoded=clip_stream.frames_decoded,
+                        duration_s=float(counts["last_time_s"]), layout=layout,
                         layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s,
-                        warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]))
+                        warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]),
+                        frames_repeated=counts["repeated"], acquisition_fps=acq_fps)
 
 
 # --------------------------------------------------------------------------- TIC

@@ -29,7 +29,8 @@ class TicAccumulator:
     def __init__(self, dynamic_range_db: float = 60.0):
         self.dynamic_range_db = _check_dr(dynamic_range_db)
         self._index = array("q")
-        self._cols = {k: array("d") for k in ("time_s", "area_px", "mean_gray", "mean_linear", "panel_mean")}
+        self._cols = {k: array("d") for k in ("time_s", "area_px", "mean_gray", "mean_linear", "panel_mean",
+                                               "repeats")}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -57,8 +58,14 @@ class TicAccumulator:
         """Add one frame's precomputed statistics (grey 0..255, linear power a.u.)."""
         self._index.append(int(index))
         for k, v in (("time_s", time_s), ("area_px", area_px), ("mean_gray", mean_gray),
-                     ("mean_linear", mean_linear), ("panel_mean", panel_mean)):
+                     ("mean_linear", mean_linear), ("panel_mean", panel_mean), ("repeats", 0.0)):
             self._cols[k].append(float(v))
+
+    def add_repeat(self) -> None:
+        """Count one more repeat of the last added frame (a screen capture showing the same
+        acquired frame again): it is not a new sample; ``repeats`` in the table counts them."""
+        if len(self._index):
+            self._cols["repeats"][-1] += 1.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Copies of the per-frame columns: ``frame_index`` (int64) and float64 ``(N,)``."""
@@ -83,7 +90,7 @@ class TicAccumulator:
             a["time_s"], a[quantity], model=model, exclude=exclude,
             panel_means=pm if np.any(np.isfinite(pm)) else None,
             frame_index=a["frame_index"],
-            columns={k: a[k] for k in ("area_px", "mean_gray", "mean_linear", "panel_mean")},
+            columns={k: a[k] for k in ("area_px", "mean_gray", "mean_linear", "panel_mean", "repeats")},
             quantity=quantity, **kwargs,
         )
         res.settings["dynamic_range_db"] = self.dynamic_range_db
