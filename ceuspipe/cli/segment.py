@@ -46,6 +46,9 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
               help="Gap in mm instead (needs the pixel size from DICOM ultrasound regions or the layout).")
 @click.option("--reference-width-mm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Ring width in mm instead (needs the pixel size).")
+@click.option("--no-dedupe", "no_dedupe", is_flag=True,
+              help="Treat every frame as acquired (default: frames that repeat the previous one, "
+                   "as in a 30 fps screen capture of a 10 Hz scan, reuse its mask and stay out of the curve).")
 @click.option("--clean-masks/--no-clean-masks", default=False, show_default=True,
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
@@ -53,7 +56,7 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
 def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine,
                       dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
-                      clean_masks, overwrite, **layout_kw):
+                      clean_masks, no_dedupe, overwrite, **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
     import sys
 
@@ -68,7 +71,7 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                            reference=reference, reference_mask=reference_mask,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
-                           clean_masks=clean_masks, overwrite=overwrite, **layout_overrides(layout_kw))
+                           clean_masks=clean_masks, dedupe=not no_dedupe, overwrite=overwrite, **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress(),
                            command_line=["ceuspipe", *sys.argv[1:]])
     tic = report.tic or {}
@@ -78,8 +81,10 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     rpe = ((tic.get("relative_parameters") or {}).get("rPE") or {}).get("value")
     if rpe is not None:
         fit += f", rPE {rpe:.2f}"
+    rep = (f"; {report.frames_repeated} repeats (acquired at about {report.acquisition_fps:.3g} frames/s)"
+           if report.frames_repeated and report.acquisition_fps else "")
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
-               f"{report.engine} on {report.device}); {fit}")
+               f"{report.engine} on {report.device}); {fit}{rep}")
     click.echo(f"outputs: {report.out_dir}")
     click.echo(f"report: {report.out_dir / 'report.html'}")
 

@@ -7,11 +7,19 @@ bounded channels, so memory does not grow with clip length and decoding,
 inference and encoding overlap (PyAV, OpenCV, ONNX Runtime and PyTorch release
 the GIL while they work)::
 
-    decode thread   frames -> crop both panels -> grey -> resize to S x S -> channel
-    main thread     batches of B -> predictor -> probabilities (S x S)
-                    -> optional temporal median -> channel
+    decode thread   frames -> crop both panels -> grey -> resize to S x S
+                    -> repeat of the previous acquired frame? -> channel
+    main thread     batches of B new frames -> predictor -> probabilities (S x S)
+                    -> optional temporal median -> channel (repeats: no inference)
     encode thread   bilinear resize to the CEUS panel -> threshold -> mask.mkv,
                     overlay.mp4, per-frame TIC scalars (area, mean grey, mean linear power)
+
+Repeated frames (a 30 fps screen capture of a 10 Hz acquisition, see
+:mod:`ceuspipe.segment.repeats`) are found in the decode stage; a repeat skips
+inference and reuses its anchor's mask. ``mask.mkv`` and ``overlay.mp4`` still
+have every frame at its own time; the curve (``tic.csv``) has one row per acquired
+frame, at its first appearance, with the number of repeats that followed it
+(column ``repeats``). ``dedupe=False`` treats every frame as acquired.
 
 A failure in any stage (decode error, inference error, full disk) or an
 interrupt stops all of them within a fraction of a second.
@@ -28,6 +36,7 @@ import logging
 import os
 import platform
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,7 @@ from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
 from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
+from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.tic.reference import ImagedArea, reference_ring
 from ceuspipe.video.layout import CONTENT_THRESHOLD, LayoutOptions, layout_warnings
@@ -79,6 +89,8 @@ class SegmentConfig(LayoutOptions):
     layout's ``pixel_size_mm``); ``reference_mask``: a PNG of the CEUS panel's size
     (non-zero = reference) used for every frame instead of the ring.
     ``clean_masks``: keep each frame's largest connected component and fill its holes.
+    ``dedupe``: detect repeated frames (:mod:`ceuspipe.segment.repeats`), segment
+    each acquired frame once and fit the curve on acquired frames only.
     """
 
     sample_fps: float | None = None
@@ -100,6 +112,7 @@ class SegmentConfig(LayoutOptions):
     reference_distance_mm: float | None = None
     reference_width_mm: float | None = None
     clean_masks: bool = False
+    dedupe: bool = True
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -128,6 +141,8 @@ class SegmentConfig(LayoutOptions):
         configs.number("reference_width_mm", self.reference_width_mm, above=0, optional=True, unit="mm")
         if self.reference_mask is not None and not self.reference:
             raise configs.ConfigError("reference_mask", "given while the reference region is off (reference false)")
+        if not isinstance(self.dedupe, bool):
+            raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
         if self.engine == "onnx" and self.device.startswith("cuda"):
             raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
 
@@ -141,7 +156,11 @@ class SegmentReport:
     frame (s from the first frame); ``wall_s``: seconds the run took (model
     loading included); ``fps``: segmented frames per wall-clock second of the
     streaming part; ``engine``/``device``: what ran the model;
-    ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32).
+    ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32);
+    ``frames_repeated``: segmented frames that repeated an earlier one (no inference, its
+    mask; not in the curve); ``acquisition_fps``: acquired (non-repeated) frames per
+    second of clip time, ``(n - 1) / (last - first first-appearance time)`` (None with
+    fewer than two).
     """
 
     source: Path
@@ -160,6 +179,8 @@ class SegmentReport:
     model_config: dict = field(default_factory=dict)
     model_quantization: dict = field(default_factory=dict)
     tic: dict = field(default_factory=dict)
+    frames_repeated: int = 0
+    acquisition_fps: float | None = None
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("layout",)}
@@ -182,6 +203,7 @@ class _Item:
     image: np.ndarray      # (H, W, 3) uint8 RGB full frame
     ceus_in: np.ndarray    # (S, S) float32
     us_in: np.ndarray      # (S, S) float32
+    repeat_of: int | None = None  # index of the frame this one repeats (no inference)
 
 
 @dataclass
@@ -201,6 +223,8 @@ class StreamResult:
     tic: Any
     stream_s: float
     warnings: list[str] = field(default_factory=list)
+    frames_repeated: int = 0
+    acquisition_fps: float | None = None
 
 
 # --------------------------------------------------------------------------- main entry
@@ -250,7 +274,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             fps=stats.frames / stream_s if stream_s > 0 else float("nan"),
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
             layout=stats.layout, checkpoint=Path(checkpoint), model_config=spec.config,
-            model_quantization=spec.quantization)
+            model_quantization=spec.quantization, frames_repeated=stats.frames_repeated,
+            acquisition_fps=stats.acquisition_fps)
         meta = _metadata(report, config, threshold)
         meta["layout_decision"] = stats.layout_decision
         meta["warnings"] = stats.warnings
@@ -269,7 +294,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
             tic_short["reference_success"] = (tic.get("reference") or {}).get("success")
         summary = {**meta, **report.to_dict(), "tic": tic_short, "threshold": threshold,
                    "temporal_smoothing": config.temporal_smoothing,
-                   "sample_fps": config.sample_fps,
+                   "sample_fps": config.sample_fps, "dedupe": config.dedupe,
                    "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png", REPORT_NAME]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         write_exam_report(tmp)  # last: a folder without report.html is never a complete output
@@ -354,6 +379,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
 
     changes: dict[str, list[float]] = {"ceus": [], "us": []}  # per frame, grey levels (model input)
+    repeats = RepeatDetector(config.dedupe)
+    counts = {"frames": 0, "repeated": 0, "last_time_s": 0.0}
 
     def decode() -> None:
         previous = None
@@ -361,6 +388,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
             for f in clip_stream:
                 item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
                              prepare_panel(crop(f.image, layout.us), size))
+                item.repeat_of = repeats(item.index, item.ceus_in, item.us_in)
                 if previous is not None:
                     changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
                     changes["us"].append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
@@ -371,49 +399,80 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         decoded.finish()
 
     def infer() -> None:
+        # Frames leave in decode order: ``pending`` holds them until every earlier acquired
+        # frame has its (smoothed) map; a repeat goes out as (item, None): its anchor's mask.
         batch: list[_Item] = []
+        pending: deque[_Item] = deque()
+        ready: dict[int, np.ndarray] = {}
+
+        def drain() -> None:
+            while pending:
+                head = pending[0]
+                if head.repeat_of is None:
+                    if head.index not in ready:
+                        return
+                    predicted.put((head, ready.pop(head.index)))
+                else:
+                    predicted.put((head, None))
+                pending.popleft()
+                bar.update(1)
 
         def run_batch() -> None:
             probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
             for b, p in zip(batch, probs):
-                for pair in smoother.push(b, p):
-                    predicted.put(pair)
-            bar.update(len(batch))
+                for it, sp in smoother.push(b, p):
+                    ready[it.index] = sp
             batch.clear()
+            drain()
 
         for item in decoded:
-            batch.append(item)
-            if len(batch) == config.batch_size:
-                run_batch()
+            pending.append(item)
+            if item.repeat_of is None:
+                batch.append(item)
+                if len(batch) == config.batch_size:
+                    run_batch()
+            elif not batch:
+                drain()
+            elif len(pending) >= 2 * config.batch_size + config.queue_frames:
+                run_batch()  # a long run of repeats: do not hold its frames back any longer
         if batch:
             run_batch()
-        for pair in smoother.flush():
-            predicted.put(pair)
+        for it, sp in smoother.flush():
+            ready[it.index] = sp
+        drain()
         predicted.finish()
 
     def encode() -> None:
         mask_video, overlay_video = writers
+        mask = None
         for item, prob in predicted:
-            mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
-            if config.clean_masks:
-                mask = clean_mask(mask)
+            counts["frames"] += 1
+            counts["last_time_s"] = item.time_s
+            if prob is None:  # a repeat: its anchor's mask, not a new sample of the curve
+                counts["repeated"] += 1
+                acc.add_repeat()
+            else:
+                mask = probability_to_mask(prob, ceus.h, ceus.w, threshold)
+                if config.clean_masks:
+                    mask = clean_mask(mask)
             mask_video.write(mask * np.uint8(255), item.time_s)
             ov = overlay_frame(item.image, mask, layout)
             if ov.shape[0] % 2 or ov.shape[1] % 2:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             overlay_video.write(ov, item.time_s)
-            grey = to_gray(crop(item.image, ceus))
-            ref = None
-            if config.reference:
-                if user_ref is not None:
-                    ref = user_ref
-                else:
-                    area = imaged.update(grey, to_gray(crop(item.image, layout.us)))
-                    if mask.any():
-                        last_mask[:] = [mask]
-                    if last_mask:
-                        ref = reference_ring(last_mask[0], ring_px[0], ring_px[1], area)
-            acc.add(item.index, item.time_s, grey, mask, reference_mask=ref)
+            if prob is not None:
+                grey = to_gray(crop(item.image, ceus))
+                ref = None
+                if config.reference:
+                    if user_ref is not None:
+                        ref = user_ref
+                    else:
+                        area = imaged.update(grey, to_gray(crop(item.image, layout.us)))
+                        if mask.any():
+                            last_mask[:] = [mask]
+                        if last_mask:
+                            ref = reference_ring(last_mask[0], ring_px[0], ring_px[1], area)
+                acc.add(item.index, item.time_s, grey, mask, reference_mask=ref)
 
     try:
         writers.append(VideoWriter(tmp / MASK_NAME, ceus.w, ceus.h, fps=fps_hint, codec="ffv1",
@@ -443,10 +502,16 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     if len(acc) == 0:
         raise InputError(clip, "no frames were segmented")
     clip_stream.check_length()
-    return StreamResult(frames=len(acc), frames_decoded=clip_stream.frames_decoded,
-                        duration_s=float(acc.arrays()["time_s"][-1]), layout=layout,
+    times = acc.arrays()["time_s"]
+    acq_fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+    if counts["repeated"]:
+        log.info("%s: %d of %d frames repeat an earlier one (acquisition about %.3g frames/s)",
+                 clip.name, counts["repeated"], counts["frames"], acq_fps or float("nan"))
+    return StreamResult(frames=counts["frames"], frames_decoded=clip_stream.frames_decoded,
+                        duration_s=float(counts["last_time_s"]), layout=layout,
                         layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s,
-                        warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]))
+                        warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]),
+                        frames_repeated=counts["repeated"], acquisition_fps=acq_fps)
 
 
 # --------------------------------------------------------------------------- TIC

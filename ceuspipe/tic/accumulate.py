@@ -34,7 +34,7 @@ class TicAccumulator:
         self.dynamic_range_db = _check_dr(dynamic_range_db)
         self.reference = bool(reference)
         self._index = array("q")
-        names = ["time_s", "area_px", "mean_gray", "mean_linear", "panel_mean"]
+        names = ["time_s", "area_px", "mean_gray", "mean_linear", "panel_mean", "repeats"]
         if self.reference:
             names += list(REFERENCE_COLUMNS)
         self._cols = {k: array("d") for k in names}
@@ -76,12 +76,18 @@ class TicAccumulator:
         ``ref_*`` values are kept only with ``reference=True``."""
         self._index.append(int(index))
         vals = [("time_s", time_s), ("area_px", area_px), ("mean_gray", mean_gray),
-                ("mean_linear", mean_linear), ("panel_mean", panel_mean)]
+                ("mean_linear", mean_linear), ("panel_mean", panel_mean), ("repeats", 0.0)]
         if self.reference:
             vals += [("ref_area_px", ref_area_px), ("ref_mean_gray", ref_mean_gray),
                      ("ref_mean_linear", ref_mean_linear)]
         for k, v in vals:
             self._cols[k].append(float(v))
+
+    def add_repeat(self) -> None:
+        """Count one more repeat of the last added frame (a screen capture showing the same
+        acquired frame again): it is not a new sample; ``repeats`` in the table counts them."""
+        if len(self._index):
+            self._cols["repeats"][-1] += 1.0
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Copies of the per-frame columns: ``frame_index`` (int64) and float64 ``(N,)``."""
@@ -110,7 +116,7 @@ class TicAccumulator:
         res = analyse_curve(
             a["time_s"], a[quantity], model=model, exclude=exclude, panel_means=pms,
             frame_index=a["frame_index"],
-            columns={k: a[k] for k in ("area_px", "mean_gray", "mean_linear", "panel_mean")},
+            columns={k: a[k] for k in ("area_px", "mean_gray", "mean_linear", "panel_mean", "repeats")},
             quantity=quantity, **kwargs,
         )
         res.settings["dynamic_range_db"] = self.dynamic_range_db

@@ -4,7 +4,9 @@ Both are written atomically (temporary file, then rename). ``tic.csv`` columns:
 
 ``frame_index, time_s, area_px, mean_gray, mean_linear, panel_mean, excluded,
 empty_mask, user, flash, destruction, jump, fitted, fitted_ci90_low,
-fitted_ci90_high`` then any other per-frame columns of the result. Times in s,
+fitted_ci90_high`` then any other per-frame columns of the result (from
+``segment-video``: ``repeats``, how many later frames of the clip repeated this
+acquired frame and were left out of the curve). Times in s,
 grey levels 0..255, linear power, ``fitted`` (the model at the frame's time) and
 its 90 % confidence band in a.u., flags 0/1. A missing value (NaN) is an empty
 field. With a reference region (parenchyma) the extra columns ``ref_area_px,
