@@ -173,6 +173,8 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "layout_decision": clip.decision.to_dict(),
             "warnings": warnings,
             "n_frames_decoded": clip.frames_decoded,
+            "decode_path": clip.decode_path,
+            "decode_note": clip.decode_note,
             "n_samples": len(rows),
             "duration_s": round(clip.last_time_s, 6),
             "fewer_samples_than_k": len(rows) < config.k,
