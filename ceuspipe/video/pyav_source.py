@@ -371,6 +371,12 @@ def _frame_time(frame, base: Fraction, prev_abs: Fraction | None, step: Fraction
 #: only frames nothing refers to, also when it changes between packets with frame threads.
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4"})
 
+#: Containers (FFmpeg demuxer names) that store each packet's presentation time. AVI
+#: does not: its demuxer guesses (H.264 with B-frames in AVI comes out with packet
+#: times one frame off and frames out of order), and a plan made from guesses would
+#: not be exact; raw elementary streams have no times at all.
+SKIP_NONREF_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "mpegts"})
+
 
 @dataclass(frozen=True)
 class SkipPlan:
@@ -406,6 +412,8 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     try:
         if not container.streams.video:
             return None, "no video stream"
+        if container.format.name not in SKIP_NONREF_CONTAINERS:
+            return None, f"container {container.format.name} does not store presentation times"
         stream = container.streams.video[0]
         codec = stream.codec_context.codec
         if codec.intra_only:
