@@ -94,11 +94,17 @@ def exam_dir(out_root: Path, exam: ExamInput) -> Path:
     return Path(out_root) / exam.patient_id / exam.exam_id
 
 
+#: PNG encoder settings: the SUB filter at zlib level 1 encoded the 800x450 phantom's
+#: frames as fast as OpenCV's default (about 12 ms each) into 40 % smaller files
+#: (about 310 KiB instead of 515 KiB); still lossless.
+PNG_PARAMS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
 def _write_png(path: Path, image: np.ndarray) -> None:
     """Write an ``(H, W, 3)`` RGB or ``(H, W)`` grey uint8 image as lossless PNG."""
     image = np.ascontiguousarray(image)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buf = cv2.imencode(".png", bgr)
+    ok, buf = cv2.imencode(".png", bgr, PNG_PARAMS)
     if not ok:
         raise CeuspipeError(f"{path}: PNG encoding failed")
     path.write_bytes(buf.tobytes())
@@ -185,6 +191,8 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "layout_decision": clip.decision.to_dict(),
             "warnings": warnings,
             "n_frames_decoded": clip.frames_decoded,
+            "decode_path": clip.decode_path,
+            "decode_note": clip.decode_note,
             "n_samples": len(rows),
             "duration_s": round(clip.last_time_s, 6),
             "fewer_samples_than_k": len(rows) < config.k,
@@ -251,7 +259,6 @@ def _safe_extract(exam: ExamInput, out_root: str, config: KeyframeConfig) -> Exa
 def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, config: KeyframeConfig,
                   *, jobs: int = 1, progress: bool = False) -> KeyframesReport:
     """Extract key frames of every exam (``jobs`` processes) and rewrite ``OUT/manifest.csv``."""
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     out_root = Path(out_root)
@@ -262,6 +269,8 @@ def run_keyframes(exams: Sequence[ExamInput], out_root: str | os.PathLike, confi
     if jobs == 1 or len(exams) <= 1:
         results = (_safe_extract(e, str(out_root), config) for e in exams)
     else:
+        from joblib import Parallel, delayed  # ~0.1 s to import: only when it runs in parallel
+
         results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(_safe_extract)(e, str(out_root), config) for e in exams)
     for result in results:

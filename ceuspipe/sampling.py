@@ -63,6 +63,10 @@ class TimeSampler:
         self.next_n = 0
         self.decoded = 0
         self.last_time_s = 0.0
+        #: How the source decoded the clip ("skip-nonref", "full" or "dicom"; None before
+        #: reading) and why it did not skip (None when it did), set via :meth:`record_path`.
+        self.decode_path: str | None = None
+        self.decode_note: str | None = None
 
     def _reached(self, time_s: float) -> int:
         if self.sample_fps is None:
@@ -77,6 +81,29 @@ class TimeSampler:
         ns = list(range(self.next_n, reached + 1))
         self.next_n = reached + 1
         return ns
+
+    def plan(self, times_s: Sequence[float]) -> set[int]:
+        """Positions (in ``times_s``, every frame's time in presentation order) of the frames
+        this sampler will accept, given that each accepted frame is then passed to
+        :meth:`samples_for` (as :mod:`ceuspipe.video.clip_stream` does). A source that
+        knows all times before decoding (packet timestamps) uses it to decode only what the
+        samples need; it simulates the sampler from its current state and changes nothing.
+        """
+        if self.sample_fps is None:
+            return set(range(len(times_s)))
+        shadow = TimeSampler(self.sample_fps)
+        shadow.next_n = self.next_n
+        keep: set[int] = set()
+        for i, t in enumerate(times_s):
+            if shadow._reached(t) >= shadow.next_n:
+                keep.add(i)
+                shadow.samples_for(t)
+        return keep
+
+    def record_path(self, path: str, note: str | None = None) -> None:
+        """Called by the source: which decode path ran, and why it fell back (if it did)."""
+        self.decode_path = path
+        self.decode_note = note
 
     def __call__(self, time_s: float) -> bool:
         """True when the frame at ``time_s`` is a sample; counts the frame as decoded."""

@@ -166,6 +166,17 @@ class ClipStream:
         return self.sampler.decoded
 
     @property
+    def decode_path(self) -> str | None:
+        """How the source decoded this pass: ``"skip-nonref"`` (only the samples and the
+        frames they refer to), ``"full"`` (every frame), ``"dicom"``; None if not started."""
+        return self.sampler.decode_path
+
+    @property
+    def decode_note(self) -> str | None:
+        """Why the pass decoded every frame (None when it skipped, or nothing to say)."""
+        return self.sampler.decode_note
+
+    @property
     def last_time_s(self) -> float:
         return self.sampler.last_time_s
 
@@ -210,7 +221,7 @@ def open_clip(path: str | os.PathLike, options: LayoutOptions = LayoutOptions(),
     source = open_source(path, threads=threads)
     name = str(path)
     sampler = TimeSampler(sample_fps)
-    frames = source.frames(select=sampler)
+    frames = source.frames(select=sampler, presample=sampler if sample_fps is not None else None)
     buffer: list[SampledFrame] = []
     decision = LayoutDecision()
     try:
@@ -246,7 +257,7 @@ def _prepass_layout(source: VideoSource, options: LayoutOptions, name: str) -> t
     search = _LayoutSearch(options, name, ultrasound_regions(source))
     search.decision.prepass = True
     sampler = TimeSampler(LAYOUT_FPS)
-    frames = source.frames(select=sampler)
+    frames = source.frames(select=sampler, presample=sampler)
     try:
         for frame in frames:
             sampler.samples_for(frame.time_s)
@@ -268,7 +279,7 @@ def read_layout_frames(path: str | os.PathLike, options: LayoutOptions = LayoutO
     times: list[float] = []
     sampler = TimeSampler(LAYOUT_FPS)
     source = open_source(path)
-    frames = source.frames(select=sampler)
+    frames = source.frames(select=sampler, presample=sampler)
     try:
         for frame in frames:
             sampler.samples_for(frame.time_s)

@@ -204,13 +204,26 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool] | None = None,
-                      threads: bool = True) -> Iterator[Frame]:
+                      threads: bool = True, presample=None) -> Iterator[Frame]:
     """Yield the frames of a video file one at a time, in presentation order.
 
     ``select(time_s)`` is called once per decoded frame; only frames for which it
     returns True are converted to RGB arrays and yielded (``Frame.index`` still
     counts every decoded frame). ``select=None`` yields every frame.
     ``threads`` enables FFmpeg's threaded decoding.
+
+    ``presample`` (optional; :class:`~ceuspipe.sampling.TimeSampler` is one) has
+    ``plan(times_s) -> set of positions`` and ``record_path(path, note)``. With it,
+    every packet's timestamp is read first (demuxing only), the samples are
+    planned from the exact frame times, and the decoder is told to drop the
+    non-reference frames that are not samples (``skip_frame``, set per packet):
+    path ``"skip-nonref"``. All references are still decoded, so the samples are
+    bit-identical to a full decode. ``select`` is still called once per frame, in
+    presentation order, also for dropped frames (counting is unchanged). Where that
+    is not exact or not possible (intra-only or unverified codec, missing or
+    duplicate packet timestamps, damaged file, nothing to drop) the clip is decoded
+    in full (path ``"full"``, with the reason); a surprise while decoding (a frame
+    that was not planned) restarts a full decode after the last frame handed out.
 
     Times are ``pts * time_base`` relative to the first frame. A frame without
     pts uses its dts, else previous time + its duration, else previous time +
@@ -222,15 +235,56 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
     """
     path = Path(path)
     check_exists(path)
+    plan = None
+    if presample is not None and select is not None:
+        plan, note = _plan_skips(path, presample)
+        if plan is None:
+            presample.record_path("full", note)
+            log.debug("%s: decoding every frame (%s)", path, note)
+    if plan is not None:
+        presample.record_path("skip-nonref")
+        resume = yield from _skip_frames(path, select, threads, plan)
+        if isinstance(resume, int):
+            presample.record_path("skip-nonref", f"{resume} of {len(plan.pts)} frames not decoded "
+                                                 "(neither samples nor references)")
+            return
+        presample.record_path("full", resume.note)
+        log.warning("%s: %s; decoding every frame from the start", path, resume.note)
+        yield from _full_frames(path, select, threads, resume)
+        return
+    yield from _full_frames(path, select, threads, None)
+
+
+def _open_decoder(path: Path, threads: bool):
     container = _open(path)
+    stream = _video_stream(container, path)
+    if threads:
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = decoder_threads()
+    return container, stream
+
+
+def _full_frames(path: Path, select, threads: bool, resume: "_Resume | None") -> Iterator[Frame]:
+    """Decode every frame (the reference path); ``resume`` skips what the skipping path
+    already handed to ``select`` before it had to give up."""
+    container, stream = _open_decoder(path, threads)
     try:
-        stream = _video_stream(container, path)
-        if threads:
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = decoder_threads()
         count = 0
         orient = IDENTITY
         for frame, time_s in _decode(container, stream, path):
+            if resume is not None:
+                if count == 0:
+                    orient = _frame_orientation(frame)
+                if time_s < resume.time_s or (time_s == resume.time_s and not resume.accepted):
+                    count += 1
+                    continue
+                if time_s == resume.time_s:  # select accepted it already; hand it out
+                    index, count = count, count + 1
+                    resume = None
+                    image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
+                    yield Frame(index=index, time_s=time_s, image=image)
+                    continue
+                resume = None
             if count == 0:
                 # Read once per clip: the display matrix is a property of the stream,
                 # and every frame.side_data access leaks memory in PyAV 18 (measured:
@@ -309,3 +363,157 @@ def _frame_time(frame, base: Fraction, prev_abs: Fraction | None, step: Fraction
     if frame.duration:
         return prev_abs + frame.duration * Fraction(tb)
     return prev_abs + step
+
+
+# --------------------------------------------------------------------------- decoding only what sampling needs
+
+#: Decoders whose ``skip_frame = NONREF`` is verified (tests/test_skip_decode.py) to drop
+#: only frames nothing refers to, also when it changes between packets with frame threads.
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4"})
+
+#: Containers (FFmpeg demuxer names) that store each packet's presentation time. AVI
+#: does not: its demuxer guesses (H.264 with B-frames in AVI comes out with packet
+#: times one frame off and frames out of order), and a plan made from guesses would
+#: not be exact; raw elementary streams have no times at all.
+SKIP_NONREF_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "mpegts"})
+
+
+@dataclass(frozen=True)
+class SkipPlan:
+    """Every frame of a clip from its packet timestamps: ``pts`` sorted (presentation
+    order), ``times_s`` the matching times from the first frame (as :func:`_decode`
+    computes them), ``keep`` the positions that must be decoded (the samples)."""
+
+    pts: list[int]
+    times_s: list[float]
+    keep: set[int]
+
+    @property
+    def keep_pts(self) -> set[int]:
+        return {self.pts[i] for i in self.keep}
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Where the skipping path gave up: the last time handed to ``select`` and its answer."""
+
+    time_s: float
+    accepted: bool
+    note: str
+
+
+def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
+    """Demux every packet (no decoding) and plan the samples; ``(None, reason)`` when
+    skipping would not be exact."""
+    try:
+        container = _open(path)
+    except InputError as err:
+        return None, f"cannot pre-read timestamps ({err.problem})"
+    try:
+        if not container.streams.video:
+            return None, "no video stream"
+        if container.format.name not in SKIP_NONREF_CONTAINERS:
+            return None, f"container {container.format.name} does not store presentation times"
+        stream = container.streams.video[0]
+        codec = stream.codec_context.codec
+        if codec.intra_only:
+            return None, f"intra-only codec ({codec.name}): every frame is a reference"
+        if codec.name not in SKIP_NONREF_CODECS:
+            return None, f"frame skipping not verified for codec {codec.name}"
+        base = _fraction(stream, "time_base")
+        if base is None:
+            return None, "no stream time base"
+        pts: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None, "packets without timestamps"
+                pts.append(packet.pts)
+        except av.FFmpegError as err:
+            return None, f"damaged file ({err})"
+    finally:
+        container.close()
+    if not pts:
+        return None, "no packets"
+    pts.sort()
+    if any(a == b for a, b in zip(pts, pts[1:])):
+        return None, "duplicate packet timestamps"
+    tb = Fraction(base)
+    clock = RelativeClock()
+    times = [clock(p * tb) for p in pts]
+    if not times[-1] <= MAX_CLIP_S:
+        return None, "timestamps beyond the longest clip believed"
+    keep = presample.plan(times)
+    if len(keep) == len(pts):
+        return None, "every frame is a sample"
+    return SkipPlan(pts, times, keep), None
+
+
+def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
+    """Decode with non-sample, non-reference frames dropped; call ``select`` for every
+    planned frame in presentation order. Returns the number of frames the decoder dropped
+    when done, a :class:`_Resume` when something unplanned came out of the decoder (the
+    caller decodes in full from there)."""
+    container, stream = _open_decoder(path, threads)
+    cc = stream.codec_context
+    keep_pts = plan.keep_pts
+    n = len(plan.pts)
+    k = 0  # next planned position
+    last = _Resume(-1.0, False, "")
+    orient = IDENTITY
+    first = True
+    dropped = 0
+    try:
+        current = None
+        for packet in container.demux(stream):
+            if packet.size:
+                wanted = "DEFAULT" if packet.pts in keep_pts else "NONREF"
+                if wanted != current:
+                    cc.skip_frame = current = wanted
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as err:
+                return _Resume(last.time_s, last.accepted, f"decode error while skipping frames ({err})")
+            for frame in frames:
+                if first:
+                    orient = _frame_orientation(frame)
+                    first = False
+                # Frames the decoder dropped (planned non-samples) come before this one.
+                while k < n and plan.pts[k] < (frame.pts if frame.pts is not None else -1 << 62):
+                    if k in plan.keep:
+                        return _Resume(last.time_s, last.accepted, "a planned sample was not decoded")
+                    t = plan.times_s[k]
+                    accepted = select(t)
+                    last = _Resume(t, accepted, "")
+                    if accepted:
+                        return _Resume(t, True, "a dropped frame was selected")
+                    k += 1
+                    dropped += 1
+                if k >= n or frame.pts != plan.pts[k]:
+                    return _Resume(last.time_s, last.accepted, "a frame came out that was not planned")
+                t = plan.times_s[k]
+                index = k
+                k += 1
+                accepted = select(t)
+                last = _Resume(t, accepted, "")
+                if not accepted:
+                    continue
+                image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
+                last = _Resume(t, False, "")  # handed out: a restart must not repeat it
+                yield Frame(index=index, time_s=t, image=image)
+        while k < n:
+            if k in plan.keep:
+                return _Resume(last.time_s, last.accepted, "a planned sample was not decoded")
+            t = plan.times_s[k]
+            if select(t):
+                return _Resume(t, True, "a dropped frame was selected")
+            last = _Resume(t, False, "")
+            k += 1
+            dropped += 1
+    except av.FFmpegError as err:
+        return _Resume(last.time_s, last.accepted, f"damaged file while skipping frames ({err})")
+    finally:
+        container.close()
+    return dropped

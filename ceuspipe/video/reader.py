@@ -31,13 +31,18 @@ Select = Callable[[float], bool]
 class VideoSource(Protocol):
     """One readable clip. ``probe()`` reads metadata (and at most the first frame);
     ``frames(select)`` yields :class:`Frame` objects, calling ``select(time_s)`` once per
-    decoded frame and converting only those it accepts (``None``: every frame)."""
+    frame and converting only those it accepts (``None``: every frame).
+
+    ``presample`` (a :class:`~ceuspipe.sampling.TimeSampler`, which is usually ``select``
+    too) lets a source that knows every frame's time before decoding it plan the samples
+    and decode only what they need; the source reports the path it took through
+    ``presample.record_path`` (``"skip-nonref"``, ``"full"`` or ``"dicom"``)."""
 
     path: Path
 
     def probe(self) -> VideoInfo: ...
 
-    def frames(self, select: Select | None = None) -> Iterator[Frame]: ...
+    def frames(self, select: Select | None = None, presample=None) -> Iterator[Frame]: ...
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,10 @@ class PyAVSource:
 
         return probe_video(self.path)
 
-    def frames(self, select: Select | None = None) -> Iterator[Frame]:
+    def frames(self, select: Select | None = None, presample=None) -> Iterator[Frame]:
         from ceuspipe.video.pyav_source import iter_video_frames
 
-        return iter_video_frames(self.path, select=select, threads=self.threads)
+        return iter_video_frames(self.path, select=select, threads=self.threads, presample=presample)
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,11 @@ class DicomSource:
 
         return probe_dicom(self.path)
 
-    def frames(self, select: Select | None = None) -> Iterator[Frame]:
+    def frames(self, select: Select | None = None, presample=None) -> Iterator[Frame]:
         from ceuspipe.video.dicom import iter_dicom_frames
 
+        if presample is not None:  # pixel data of rejected frames is never read anyway
+            presample.record_path("dicom", "DICOM cine: only the selected frames' pixel data is read")
         return iter_dicom_frames(self.path, select=select)
 
 

@@ -1,0 +1,157 @@
+"""Decoding only what 1 fps sampling needs (issue 16): the samples of the skipping path
+equal a full decode pixel for pixel, on every codec we read, and it falls back to a
+full decode where skipping is not exact."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from ceuspipe.sampling import TimeSampler
+from ceuspipe.video.clip_stream import open_clip
+from ceuspipe.video.reader import open_source
+from ceuspipe.video.writer import VideoWriter
+
+from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's default import mode
+
+X264_B = {"x264-params": "bframes=3:b-adapt=0:log-level=error"}     # b-pyramid: some B are refs
+X264_FLAT_B = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=none:log-level=error"}
+X265_B = {"x265-params": "log-level=error:bframes=4:b-adapt=0"}
+
+
+def moving(i: int, w: int, h: int) -> np.ndarray:
+    """A frame with texture that moves, so P and B frames carry real residuals."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = (xx * 3 + i * 5) % 256
+    img[..., 1] = (yy * 4 + i * 3) % 256
+    img[..., 2] = ((xx + yy) * 2 + i * 7) % 256
+    rng = np.random.default_rng(i)
+    img[(rng.random((h, w)) < 0.02)] = 255
+    return img
+
+
+def make_clip(path, times, *, codec="libx264", w=64, h=48, fps=10.0, options=None):
+    with VideoWriter(path, w, h, fps=fps, codec=codec, options=options) as vw:
+        for i, t in enumerate(times):
+            vw.write(moving(i, w, h), t)
+    return path
+
+
+def sampled(path, fps: float, *, skip: bool, threads: bool = True, select=None):
+    """Frames a TimeSampler accepts, as ClipStream consumes them (samples_for per frame)."""
+    sampler = TimeSampler(fps)
+    sel = select(sampler) if select else sampler
+    out = []
+    for frame in open_source(path, threads=threads).frames(select=sel, presample=sampler if skip else None):
+        out.append((frame, tuple(sampler.samples_for(frame.time_s))))
+    return out, sampler
+
+
+def assert_same(fast, full):
+    (a, sa), (b, sb) = fast, full
+    assert len(a) == len(b) > 0
+    for (fa, na), (fb, nb) in zip(a, b):
+        assert (fa.index, fa.time_s, na) == (fb.index, fb.time_s, nb)
+        assert fa.image.shape == fb.image.shape and np.array_equal(fa.image, fb.image), fa.index
+    assert (sa.decoded, sa.last_time_s) == (sb.decoded, sb.last_time_s)
+
+
+CLIPS = {
+    "h264-b-cfr": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_B),
+    "h264-flat-b-mkv": dict(suffix=".mkv", times=[i / 25 for i in range(120)], fps=25, options=X264_FLAT_B),
+    "h264-b-2997": dict(suffix=".mp4", times=[k * 1001 / 30000 for k in range(200)], fps=30000 / 1001,
+                        options=X264_B),
+    "h264-b-vfr": dict(suffix=".mp4", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+                       fps=25, options=X264_B),
+    "hevc-b": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265", options=X265_B),
+    "h264-b-ts": dict(suffix=".ts", times=[i / 25 for i in range(100)], fps=25, options=X264_B),
+    "mpeg4-b": dict(suffix=".mov", times=[i / 25 for i in range(100)], fps=25, codec="mpeg4",
+                    options={"bf": "2", "g": "30"}),
+}
+
+
+@pytest.mark.parametrize("name", list(CLIPS))
+@pytest.mark.parametrize("fps", [1.0, 3.0])
+def test_skipping_path_equals_full_decode(tmp_path, name, fps):
+    spec = dict(CLIPS[name])
+    path = make_clip(tmp_path / f"c{spec.pop('suffix')}", spec.pop("times"), **spec)
+    fast = sampled(path, fps, skip=True)
+    full = sampled(path, fps, skip=False)
+    assert fast[1].decode_path == "skip-nonref", fast[1].decode_note
+    assert full[1].decode_path is None
+    dropped = int(fast[1].decode_note.split()[0])
+    assert dropped > 0  # the decoder really dropped frames
+    assert_same(fast, full)
+
+
+def test_skipping_with_one_decoder_thread(tmp_path):
+    spec = dict(CLIPS["h264-b-cfr"])
+    path = make_clip(tmp_path / "c.mp4", spec["times"], fps=25, options=X264_B)
+    assert_same(sampled(path, 1.0, skip=True, threads=False), sampled(path, 1.0, skip=False, threads=True))
+
+
+def test_intra_only_mjpeg_decodes_every_frame(tmp_path):
+    path = make_clip(tmp_path / "c.mkv", [i / 10 for i in range(40)], codec="mjpeg")
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "full" and "intra-only" in fast[1].decode_note
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+@pytest.mark.parametrize("codec,options", [("libx264", X264_B), ("mpeg4", {"bf": "2", "g": "30"})])
+def test_avi_decodes_every_frame(tmp_path, codec, options):
+    """AVI stores no presentation times (H.264 B-frames come out one frame off): no plan."""
+    path = make_clip(tmp_path / "c.avi", [i / 25 for i in range(100)], fps=25, codec=codec, options=options)
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "full" and "container avi" in fast[1].decode_note
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+def test_every_frame_a_sample_decodes_in_full(tmp_path):
+    path = make_clip(tmp_path / "c.mp4", [i / 2 for i in range(10)], fps=2, options=X264_B)
+    fast = sampled(path, 2.0, skip=True)
+    assert fast[1].decode_path == "full" and "every frame is a sample" in fast[1].decode_note
+    assert_same(fast, sampled(path, 2.0, skip=False))
+
+
+def test_dicom_reads_selected_frames(tmp_path):
+    frames = np.stack([moving(i, 32, 24) for i in range(30)])
+    path = write_dicom(tmp_path / "cine.dcm", frames, frame_time_ms=100.0)
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "dicom"
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+def test_select_disagreeing_with_plan_restarts_in_full(tmp_path, caplog):
+    """A select that wants more than was planned: the decoder already dropped that frame,
+    so the reader decodes in full from the start and goes on after the last frame."""
+    spec = CLIPS["h264-b-cfr"]
+    path = make_clip(tmp_path / "c.mp4", spec["times"], fps=25, options=X264_B)
+
+    def greedy(sampler):
+        def sel(t):
+            return sampler(t) or abs(t - 2.52) < 1e-6  # 2.52 s is no 1 fps sample
+        return sel
+
+    with caplog.at_level(logging.WARNING, logger="ceuspipe"):
+        fast = sampled(path, 1.0, skip=True, select=greedy)
+    full = sampled(path, 1.0, skip=False, select=greedy)
+    assert fast[1].decode_path == "full" and "dropped frame was selected" in fast[1].decode_note
+    assert any("decoding every frame from the start" in r.message for r in caplog.records)
+    assert_same(fast, full)
+    assert 2.52 in [round(f.time_s, 6) for f, _ in fast[0]]
+
+
+def test_open_clip_reports_the_path(tmp_path):
+    from ceuspipe.video.layout import LayoutOptions
+
+    spec = CLIPS["h264-b-cfr"]
+    path = make_clip(tmp_path / "c.mp4", spec["times"], w=96, h=48, fps=25, options=X264_B)
+    opts = LayoutOptions(ceus_box=(0, 0, 48, 48), us_box=(48, 0, 48, 48))
+    clip = open_clip(path, opts, sample_fps=1.0)
+    got = [(f.index, f.time_s, f.samples) for f in clip]
+    assert [s for _, _, s in got] == [(n,) for n in range(6)]
+    assert clip.frames_decoded == 150 and clip.decode_path == "skip-nonref"
+    clip.check_length()
