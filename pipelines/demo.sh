@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 
 step "1/7 synthetic CEUS phantom: $PATIENTS patients (clips + ground truth)"
-ceuspipe synth "$OUT/phantom" --patients "$PATIENTS" --duration-s 60 --fps 10 --seed 0 --jobs 2
+ceuspipe synth "$OUT/phantom" --patients "$PATIENTS" --duration-s 60 --fps 10 --seed 0 --jobs 2 --preset ultrafast
 
 step "2/7 key frames: 1 fps, top-40 by grey-level change"
 ceuspipe keyframes "$OUT/phantom" "$OUT/keyframes" --jobs 2
@@ -31,7 +31,7 @@ step "6/7 evaluate the last checkpoint on the test patients (best.pt was picked 
 ceuspipe evaluate "$OUT/run/last.pt" "$OUT/dataset" -o "$OUT/run/eval"
 
 step "7/7 segment a held-out phantom clip: mask video, overlay, time-intensity curve"
-ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234
+ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234 --preset ultrafast
 clip=$(find "$OUT/heldout" -name '*.mp4' | head -n 1)
 ceuspipe segment-video "$clip" --model "$OUT/run/last.pt" -o "$OUT/segment"
 
