@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import time
+from array import array
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,7 +379,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     writers: list[VideoWriter] = []
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
 
-    changes: dict[str, list[float]] = {"ceus": [], "us": []}  # per frame, grey levels (model input)
+    # per acquired frame, grey levels at model input; 8 bytes a frame, like the TIC columns
+    changes = {"ceus": array("d"), "us": array("d")}
     repeats = RepeatDetector(config.dedupe)
     counts = {"frames": 0, "repeated": 0, "last_time_s": 0.0}
 
@@ -389,10 +391,11 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                 item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
                              prepare_panel(crop(f.image, layout.us), size))
                 item.repeat_of = repeats(item.index, item.ceus_in, item.us_in)
-                if previous is not None:
-                    changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
-                    changes["us"].append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
-                previous = item
+                if item.repeat_of is None:  # changes between acquired frames, not their repeats
+                    if previous is not None:
+                        changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
+                        changes["us"].append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
+                    previous = item
                 decoded.put(item)
         finally:
             clip_stream.close()
