@@ -352,20 +352,62 @@ def test_flash_on_log_compressed_panel_means_during_enhancement(dt):
 RELATIVE = ("PE", "WiAUC", "WoAUC", "WiWoAUC", "WiR", "WiPI")
 
 
+def _curves_seen_through_masks(run: dict, distance_px: float = 5.0, width_px: float = 15.0):
+    """Truth curves of the regions segment-video measured on ``run``: per frame of
+    mask.mkv, the lesion mask and the reference ring built from it as the stage builds
+    it (5 px out, 15 px wide, inside the imaged area learnt from the first frames, the
+    last non-empty mask standing in for an empty one), each region's mean phantom weight
+    maps times the lesion and parenchyma curves. Returns ``(times_s, lesion, ring)``,
+    ``(N,)`` each, in linear power (NaN where the region is empty)."""
+    from ceuspipe.synth.generate import ceus_weight_maps
+    from ceuspipe.synth.truth import truth_curves
+    from ceuspipe.tic.linearize import to_gray
+    from ceuspipe.tic.reference import ImagedArea, reference_ring
+    from ceuspipe.video.layout import CONTENT_THRESHOLD
+
+    truth = run["truth"]
+    L, P = truth_curves(truth)
+    lay = PanelLayout.from_dict(truth["layout"])
+    imaged = ImagedArea(threshold=CONTENT_THRESHOLD)
+    last: np.ndarray | None = None
+    times, lesion, ring = [], [], []
+    for m, f, (t, maps) in zip(iter_frames(run["out"] / "mask.mkv"), iter_frames(run["clip"]),
+                               ceus_weight_maps(truth)):
+        area = imaged.update(to_gray(crop(f.image, lay.ceus)), to_gray(crop(f.image, lay.us)))
+        mask = m.image[..., 0] > 127
+        last = mask if mask.any() else last
+        dl, dp = L(t) - L.offset, P(t) - P.offset
+        seen = []
+        for region in (mask, None if last is None else reference_ring(last, distance_px, width_px, area)):
+            if region is None or not region.any():
+                seen.append(np.nan)
+            else:
+                w = maps[region].mean(axis=0)
+                seen.append(float(w[0] * dl + w[1] * dp + truth["noise_floor_power"]))
+        times.append(t)
+        lesion.append(seen[0])
+        ring.append(seen[1])
+    assert len(times) == truth["n_frames"]
+    return np.array(times), np.array(lesion), np.array(ring)
+
+
 def test_relative_parameters_against_phantom_parenchyma(clips):
     """The automatic reference ring (5 px outside each trained-model mask, 15 px wide,
-    inside the imaged area) follows the phantom's parenchyma curve: lesion-over-reference
-    parameters against the ratio of the two truth curves' parameters, and dTTP against
-    the truth TTP difference (held-out 100 s clip, seed 202).
+    inside the imaged area) on the held-out 100 s clip (seed 202): lesion-over-reference
+    parameters against the truth of the very regions measured.
 
-    The phantom's parenchyma weight map is not uniform (x(1 - 0.25 depth), vessels
-    +80 %, smooth +-18 % texture), so the ring's mean weight, and the truth ratio
-    seen through it, differ from 1: the ring (near the soft ROI edge, where the
-    parenchyma weight 1 - roi_w is below 1, and attenuated with depth) reads the
-    parenchyma low, so every ratio is biased high by a common factor.
-    Measured (seed 202): rPE +27 %, rWiAUC +32 %, rWoAUC +44 %, rWiWoAUC +41 %,
-    rWiR +27 %, rWiPI +29 %, dTTP -0.31 s. Bounds: every ratio -10 %..+60 %, rPE and
-    rWiR within 40 %, dTTP within 2 s; values printed with ``pytest -rP``."""
+    Truth: the phantom's weight maps averaged over each frame's mask and ring
+    (:func:`_curves_seen_through_masks`), noise-free curves fitted with the same model.
+    This checks everything after segmentation (speckle, H.264, linearisation, the
+    ring, both fits, the ratios). Measured: every ratio within 2.1 % (rWoAUC +2.1 %,
+    rPE -0.5 %), dTTP -0.17 s; bounds 8 % and 0.5 s.
+
+    Against the nominal curves (lesion over parenchyma, as if the ring saw weight 1
+    parenchyma and the mask only the lesion) the ratios read 27-44 % high: the ring sits
+    in the soft ROI edge (some lesion weight) and the parenchyma weight there is below 1
+    (x(1 - 0.25 depth), the ROI edge). The seen-truth ratios carry the same bias
+    (measured +28..+41 %, within 3 points of it), which shows where it comes from; bounds
+    -10 %..+60 % and dTTP within 2 s. Values printed with ``pytest -rP``."""
     run = clips["full"]
     truth = run["truth"]
     t_last = run["report"].duration_s
@@ -376,15 +418,23 @@ def test_relative_parameters_against_phantom_parenchyma(clips):
     doc = run["tic"]
     assert doc["reference"]["success"], doc["reference"]["reason"]
     rel = doc["relative_parameters"]
-    errs = {k: rel[f"r{k}"]["value"] / (want_l[k].value / want_r[k].value) - 1.0 for k in RELATIVE}
-    d_want = want_l["TTP"].value - want_r["TTP"].value
-    TIMINGS.update({f"r{k}_rel_err": v for k, v in errs.items()})
-    TIMINGS["dTTP_err_s"] = rel["dTTP"]["value"] - d_want
+
+    t, seen_l, seen_r = _curves_seen_through_masks(run)
+    fits = [analyse_curve(t, v, detect_flash=False, detect_jumps=False) for v in (seen_l, seen_r)]
+    assert all(f.success for f in fits), [f.reason for f in fits]
+    seen = {k: fits[0].value(k) / fits[1].value(k) for k in RELATIVE}
+    seen_err = {k: rel[f"r{k}"]["value"] / seen[k] - 1.0 for k in RELATIVE}
+    seen_dttp = rel["dTTP"]["value"] - (fits[0].value("TTP") - fits[1].value("TTP"))
+    nominal_err = {k: rel[f"r{k}"]["value"] / (want_l[k].value / want_r[k].value) - 1.0 for k in RELATIVE}
+    nominal_dttp = rel["dTTP"]["value"] - (want_l["TTP"].value - want_r["TTP"].value)
+    TIMINGS.update({f"r{k}_err_vs_seen": v for k, v in seen_err.items()}, dTTP_err_vs_seen_s=seen_dttp)
+    TIMINGS.update({f"r{k}_err_vs_nominal": v for k, v in nominal_err.items()}, dTTP_err_vs_nominal_s=nominal_dttp)
+    TIMINGS.update({f"r{k}_seen_bias": seen[k] / (want_l[k].value / want_r[k].value) - 1.0 for k in RELATIVE})
     print({k: round(v, 3) for k, v in TIMINGS.items() if k.startswith(("r", "dTTP"))})
     for k in RELATIVE:
-        assert -0.1 < errs[k] < 0.6, (k, errs)  # ring sees parenchyma weight < 1: ratios biased high
-    assert abs(errs["PE"]) < 0.4 and abs(errs["WiR"]) < 0.4
-    assert abs(rel["dTTP"]["value"] - d_want) < 2.0
+        assert abs(seen_err[k]) < 0.08, (k, seen_err)
+        assert -0.1 < nominal_err[k] < 0.6, (k, nominal_err)
+    assert abs(seen_dttp) < 0.5 and abs(nominal_dttp) < 2.0
     csv = run["csv"]
     assert np.all(csv["ref_area_px"][csv["area_px"] > 0] > 0)
     assert "ref_fitted" in csv and np.isfinite(csv["ref_fitted"]).all()

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from ceuspipe.errors import InputError
 from ceuspipe.synth.bolus import LognormalBolus
 from ceuspipe.synth.config import PhantomConfig, patient_seed
-from ceuspipe.synth.generate import exam_truth, generate_exam, generate_phantom, render_exam
+from ceuspipe.synth.generate import (ceus_weight_maps, exam_truth, generate_exam, generate_phantom,
+                                     render_exam)
 from ceuspipe.synth.screen import (TimerOverlay, gold_lut, gold_to_grey, make_geometry,
                                    render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
@@ -123,6 +124,38 @@ def test_roi_linear_power_follows_curve(long_exam):
         elif t < les.t0:
             assert mean < 10 * truth["noise_floor_power"]
     assert checked >= 10
+
+
+def test_weight_maps_predict_every_region_linear_power(long_exam):
+    """ceus_weight_maps is the truth of any region's curve: mean linear power of 6x6-pixel
+    blocks of the decoded CEUS panel against the maps' prediction (weights times the two
+    curves plus the noise floor), over every frame after arrival; speckle averages out
+    over the blocks. The maps move with breathing (the ROI weight sits on the truth ROI
+    of the same frame) and hold no parenchyma inside the ROI."""
+    clip, truth = long_exam
+    les, par = truth_curves(truth)
+    box = truth["layout"]["ceus"]
+    dr, floor = truth["dynamic_range_db"], truth["noise_floor_power"]
+    flash = set(truth["flash"]["frame_indices"])
+    ratios, n = [], 0
+    for i, ((t, frame), (tm, maps)) in enumerate(zip(decode(clip), ceus_weight_maps(truth))):
+        assert abs(t - tm) < 1e-3 and maps.shape == (box["h"], box["w"], 2)
+        roi, _ = truth_masks_at(truth, t)
+        inside = roi.astype(bool)
+        assert maps[..., 0][inside].mean() > 10 * maps[..., 0][~inside].mean()
+        assert maps[..., 1][inside].mean() < 0.1 * maps[..., 1][~inside].mean()
+        if i in flash or t < les.t0 + 2:
+            continue
+        want = maps[..., 0] * (les(t) - les.offset) + maps[..., 1] * (par(t) - par.offset) + floor
+        got = linearise(frame[box["y"]: box["y"] + box["h"], box["x"]: box["x"] + box["w"], 0], dr)
+        k = 6
+        h, w = (box["h"] // k) * k, (box["w"] // k) * k
+        blocks = lambda a: a[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))  # noqa: E731
+        ratios.append(np.median(blocks(got) / blocks(want)))
+        n += 1
+        assert np.corrcoef(blocks(got).ravel(), blocks(want).ravel())[0, 1] > 0.85
+    assert n >= 20
+    assert 0.8 < np.median(ratios) < 1.25 and np.ptp(ratios) < 0.3
 
 
 def test_precontrast_ceus_faint_but_not_black_and_flash_bright(long_exam):

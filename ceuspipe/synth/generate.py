@@ -213,6 +213,38 @@ def _overlay(panel: np.ndarray, marks: np.ndarray) -> None:
     panel[on] = marks[on]
 
 
+def _exam_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """``(tissue, frame)`` generators of an exam: the tissue maps, then per-frame speckle."""
+    ss = np.random.SeedSequence([int(seed), 2])
+    tissue_rng, frame_rng = (np.random.default_rng(c) for c in ss.spawn(2))
+    return tissue_rng, frame_rng
+
+
+def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(time_s, maps)`` for every frame of an exam, ``maps`` float32 ``(h, w, 2)``
+    in CEUS panel pixels: channel 0 the lesion-ROI weight, channel 1 the parenchyma
+    weight, moved with the frame's breathing offset (sector skins: zero outside the fan).
+
+    Frame ``i``'s mean linear power before speckle is ``maps[..., 0] * (L(t) - L.offset)
+    + maps[..., 1] * (P(t) - P.offset) + noise_floor_power`` (``L``, ``P`` the lesion and
+    parenchyma curves of ``truth["curves"]``), so the true curve of any region is its
+    weights' mean times the two curves: the truth for a reference ring that takes in some
+    of the soft ROI edge, or a mask that takes in parenchyma.
+    """
+    shape = LesionShape.from_dict(truth["lesion_shape"])
+    motion = RespiratoryMotion.from_dict(truth["motion"])
+    s = int(truth["screen"]["panel_size"])
+    pad = int(math.ceil(motion.max_px)) + 3
+    tissue = render_tissue(_exam_rngs(truth["seed"])[0], shape, s, pad, truth["dynamic_range_db"],
+                           truth["bmode"])
+    fan = fan_mask(s) if truth_skin(truth).probe == "sector" else None
+    for t in truth["frame_times_s"]:
+        maps = warp(tissue.ceus_maps, pad, s, *motion.offset(t))
+        if fan is not None:
+            maps[~fan] = 0.0
+        yield float(t), maps
+
+
 def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(index, time_s, frame, ceus_roi, bmode_lesion)`` for every frame of an exam.
 
@@ -228,8 +260,7 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     geom = make_geometry(truth["frame_width"], truth["frame_height"], geometry_side(truth),
                          truth["screen"]["panel_size"], skin=skin)
     lay, s, dr = geom.layout, geom.panel_size, truth["dynamic_range_db"]
-    ss = np.random.SeedSequence([int(seed), 2])
-    tissue_rng, frame_rng = (np.random.default_rng(c) for c in ss.spawn(2))
+    tissue_rng, frame_rng = _exam_rngs(seed)
     pad = int(math.ceil(motion.max_px)) + 3
     tissue = render_tissue(tissue_rng, shape, s, pad, dr, truth["bmode"])
     speckle = SpeckleGenerator(*truth["ceus_psf_sigma_px"])
