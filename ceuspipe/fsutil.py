@@ -142,18 +142,20 @@ def _outside_tmp(exc: BaseException, tmp: Path, final: Path) -> BaseException:
     return exc
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, private: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
 
     On failure nothing is left: no temporary file and no folder this call created;
     a full or read-only disk is raised as :class:`~ceuspipe.errors.OutputError`.
+    ``private``: keep the temporary file's mode 0600 (secrets), never readable by others.
     """
     path = Path(path)
     created = _make_parents(path.parent)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        set_default_mode(tmp)
+        if not private:
+            set_default_mode(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -168,6 +170,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise err from exc
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, *, private: bool = False) -> None:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), private=private)

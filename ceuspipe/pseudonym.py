@@ -7,6 +7,10 @@ and ``E-`` + those of HMAC-SHA256(secret, "exam:" + patient id + "/" + exam id),
 so the same key gives the same pseudonyms in every run and on every machine, and
 without the key they cannot be reversed or recomputed from a guessed name. The
 mapping is written only to the key file, which must lie outside the output folder.
+
+Parallel workers (a batch run's keyframes stage) share one key file: creating it and
+merging a mapping into it happen under an exclusive ``flock`` on ``KEYFILE.lock``, so
+two workers can neither make two secrets nor drop each other's mappings.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import json
 import os
 import re
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ceuspipe.errors import InputError, OutputError
 
@@ -37,6 +43,20 @@ def check_keyfile_outside(keyfile: str | os.PathLike, *outputs: str | os.PathLik
                                        "(it holds the mapping back to patient ids)")
 
 
+@contextmanager
+def _key_lock(keyfile: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``KEYFILE.lock`` (created 0600 beside it) for the block."""
+    import fcntl
+
+    keyfile.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keyfile.with_name(keyfile.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 class Pseudonymizer:
     """Maps ids to pseudonyms with the secret of ``keyfile`` (created when missing).
 
@@ -47,20 +67,26 @@ class Pseudonymizer:
 
     def __init__(self, keyfile: str | os.PathLike):
         self.path = Path(keyfile)
-        if self.path.exists():
-            try:
-                d = json.loads(self.path.read_text(encoding="utf-8"))
-                if d.get("format") != KEY_FORMAT:
-                    raise ValueError(f"format is not {KEY_FORMAT}")
+        with _key_lock(self.path):
+            if self.path.exists():
+                d = self._read()
                 self._secret = bytes.fromhex(d["secret"])
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise InputError(self.path, f"not a ceuspipe pseudonym key file ({exc})") from None
-            self.patients: dict[str, str] = dict(d.get("patients", {}))
-            self.exams: dict[str, list[str]] = dict(d.get("exams", {}))
-        else:
-            self._secret = secrets.token_bytes(32)
-            self.patients, self.exams = {}, {}
-            self.save()
+                self.patients: dict[str, str] = dict(d.get("patients", {}))
+                self.exams: dict[str, list[str]] = dict(d.get("exams", {}))
+            else:
+                self._secret = secrets.token_bytes(32)
+                self.patients, self.exams = {}, {}
+                self._write()
+
+    def _read(self) -> dict:
+        try:
+            d = json.loads(self.path.read_text(encoding="utf-8"))
+            if d.get("format") != KEY_FORMAT:
+                raise ValueError(f"format is not {KEY_FORMAT}")
+            bytes.fromhex(d["secret"])
+            return d
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(self.path, f"not a ceuspipe pseudonym key file ({exc})") from None
 
     def _hash(self, text: str) -> str:
         return hmac.new(self._secret, text.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
@@ -80,18 +106,21 @@ class Pseudonymizer:
         return e
 
     def save(self) -> None:
-        """Write the secret and the mapping (merged with what the file holds) to the key file."""
-        from ceuspipe.fsutil import atomic_write_text
-
-        if self.path.exists():
-            try:
-                old = json.loads(self.path.read_text(encoding="utf-8"))
+        """Merge the mapping into the key file (under its lock) and write it atomically."""
+        with _key_lock(self.path):
+            if self.path.exists():
+                old = self._read()
+                if bytes.fromhex(old["secret"]) != self._secret:
+                    raise OutputError(self.path, "pseudonym key file was replaced by one with another "
+                                                 "secret while in use; nothing saved")
                 self.patients = {**old.get("patients", {}), **self.patients}
                 self.exams = {**old.get("exams", {}), **self.exams}
-            except (OSError, ValueError):
-                pass
+            self._write()
+
+    def _write(self) -> None:
+        from ceuspipe.fsutil import atomic_write_text
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": KEY_FORMAT, "secret": self._secret.hex(), "patients": self.patients,
                            "exams": self.exams}, indent=2, ensure_ascii=False) + "\n"
-        atomic_write_text(self.path, text)
-        os.chmod(self.path, 0o600)
+        atomic_write_text(self.path, text, private=True)  # 0600 from the first byte

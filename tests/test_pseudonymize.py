@@ -118,3 +118,49 @@ def test_pseudonymized_outputs_carry_no_source_names(tmp_path):
     assert meta["sources"] == [] and meta["numTraining"] + meta["numTest"] == 2
     splits = json.loads((ds / "splits.json").read_text())
     assert sorted(splits["train_patients"] + splits["test_patients"]) == ids  # same pseudonyms as keyframes
+
+
+def _pseudonymize_many(keyfile: str, worker: int, barrier) -> dict:
+    import time
+
+    from ceuspipe import pseudonym
+    from ceuspipe.pseudonym import Pseudonymizer
+
+    # Widen the windows a race needs (check-then-create, read-merge-write) to 0.2 s.
+    slow_write, token = Pseudonymizer._write, pseudonym.secrets.token_bytes
+    Pseudonymizer._write = lambda self: (time.sleep(0.2), slow_write(self))[1]
+    pseudonym.secrets.token_bytes = lambda n: (time.sleep(0.2), token(n))[1]
+    barrier.wait()  # every worker opens the (missing) key file at the same moment
+    try:
+        ps = Pseudonymizer(keyfile)
+        got = {f"patient{worker}_{i}": ps.patient(f"patient{worker}_{i}") for i in range(5)}
+        ps.save()
+    except Exception as exc:  # noqa: BLE001 - ceuspipe errors do not pickle back through a Pool
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return got
+
+
+def test_parallel_workers_share_one_secret_and_keep_every_mapping(tmp_path):
+    """Six processes start on a missing key file at once (a batch run's parallel
+    keyframes stage), each slowed inside creating and saving: one secret is made, every pseudonym a worker handed out is the
+    one the final key file gives, and no worker's mapping is lost. The key file is
+    0600 and no temporary file is left beside it."""
+    import multiprocessing as mp
+    import os
+    import stat
+
+    from ceuspipe.pseudonym import Pseudonymizer
+
+    keyfile = str(tmp_path / "keys" / "key.json")
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Manager().Barrier(6)
+    with ctx.Pool(6) as pool:
+        results = pool.starmap(_pseudonymize_many, [(keyfile, w, barrier) for w in range(6)])
+    final = Pseudonymizer(keyfile)
+    assert not [r["error"] for r in results if "error" in r]
+    handed = {k: v for r in results for k, v in r.items()}
+    assert len(handed) == 30
+    assert {final.patient(k): k for k in handed} == {v: k for k, v in handed.items()}
+    assert final.patients == {v: k for k, v in handed.items()}
+    assert stat.S_IMODE(os.stat(keyfile).st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path / "keys")) == ["key.json", "key.json.lock"]
