@@ -87,8 +87,27 @@ def output_error(exc: BaseException, final: str | os.PathLike) -> BaseException:
 
     if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         reason = exc.strerror or os.strerror(exc.errno)
-        return OutputError(final, f"cannot be written ({reason}); nothing was left half-written")
+        err = OutputError(final, f"cannot be written ({reason}); nothing was left half-written")
+        err.errno = exc.errno
+        return err
     return exc
+
+
+def is_storage_refusal(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says the disk cannot take
+    writes at all: full, over quota, read-only (:data:`DISK_ERRNOS`), or SQLite's
+    "database or disk is full". A fault of the place written to, not of the data."""
+    import sqlite3
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in DISK_ERRNOS:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == 13:
+            return True  # SQLITE_FULL
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextlib.contextmanager

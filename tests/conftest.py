@@ -6,6 +6,9 @@ fixtures built on them.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +82,19 @@ def phantom_clip(folder: Path, *, seed: int = 1, duration_s: float = 4.0, fps: f
 def tiny_checkpoint(tmp_path) -> Path:
     """An untrained width-1/8 CEUSegNet checkpoint at 64x64 input."""
     return write_checkpoint(tmp_path / "tiny.pt")
+
+
+@contextlib.contextmanager
+def small_fs(path: Path, size: str = "3m"):
+    """A real ``size`` tmpfs mounted at ``path`` for the block (needs root; skips the test
+    where mounting is not allowed), unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); the in-process "
+                    "ENOSPC tests cover the same paths")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

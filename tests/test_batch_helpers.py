@@ -29,6 +29,7 @@ def digest_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     """Write ``digest.txt`` (sha256 and ids of the input). Options:
     ``fail_prefix``: raise InputError when the content starts with it;
     ``crash_prefix``: kill this process (SIGKILL) when the content starts with it;
+    ``pad_bytes``: also write ``pad.bin`` of that many zero bytes (to fill a disk);
     ``slow_flag``: while that file exists, write ``partial.txt``, signal
     ``<slow_flag>.started`` and sleep (to be killed mid-exam); with ``slow_prefix`` only
     for content starting with it."""
@@ -46,6 +47,8 @@ def digest_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
             time.sleep(0.1)
             if not Path(flag).exists():
                 break
+    if options.get("pad_bytes"):
+        (Path(exam_tmp_dir) / "pad.bin").write_bytes(bytes(int(options["pad_bytes"])))
     out = Path(exam_tmp_dir) / "digest.txt"
     out.write_text(f"{hashlib.sha256(data).hexdigest()} {exam.patient_id} {exam.exam_id}\n")
     return {"digest": out, "bytes": len(data)}

@@ -8,7 +8,6 @@ a full 3 MB filesystem, SIGTERM and SIGINT in the middle of a run.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 from ceuspipe.errors import InputError
 from ceuspipe.segment import SegmentConfig, segment_video
 from ceuspipe.video.panels import PanelLayout
-from conftest import phantom_clip, write_checkpoint
+from conftest import phantom_clip, small_fs, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,22 +127,8 @@ def test_encoder_failing_after_some_bytes_ends_within_seconds(env, tmp_path, mon
 # --------------------------------------------------------------------------- a real small filesystem
 
 
-@contextlib.contextmanager
-def _small_fs(path: Path, size: str = "3m"):
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); the in-process "
-                    "ENOSPC tests above cover the same paths")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def test_segment_video_on_a_full_3mb_filesystem_exits_with_one_line(env, tmp_path):
-    with _small_fs(tmp_path / "small") as small:
+    with small_fs(tmp_path / "small") as small:
         proc = _cli("segment-video", str(env["long"]), "--model", str(env["ckpt"]), "-o", str(small / "out"),
                     "--engine", "torch")
         try:
@@ -158,7 +143,7 @@ def test_segment_video_on_a_full_3mb_filesystem_exits_with_one_line(env, tmp_pat
 
 
 def test_keyframes_on_a_full_filesystem_exits_with_one_line(env, tmp_path):
-    with _small_fs(tmp_path / "small", size="200k") as small:
+    with small_fs(tmp_path / "small", size="200k") as small:
         proc = _cli("keyframes", str(env["long"]), str(small / "kf"))
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 1, err

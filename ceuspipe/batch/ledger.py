@@ -14,18 +14,27 @@
 Only the coordinating process writes (workers return results to it), always
 inside a transaction, and only while it holds :mod:`ceuspipe.batch.lock`; so an
 exam found ``running`` at the start of a run belongs to a run that died.
+
+A full disk must not stop the ledger from recording how a run ended: the ledger
+keeps ``OUT/.ceuspipe/ledger.reserve`` (:data:`RESERVE_BYTES` of allocated space)
+and, when SQLite reports the disk full, deletes it and retries the write once. The
+next run that finds space makes it again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import socket
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
+
+log = logging.getLogger("ceuspipe")
 
 STATUSES = ("pending", "running", "done", "failed")
 SCHEMA_VERSION = 1
@@ -66,6 +75,35 @@ CREATE TABLE IF NOT EXISTS runs (
     n_unchanged INTEGER
 );
 """
+
+
+#: space kept free for the ledger's own writes (a run's bookkeeping is a few kB)
+RESERVE_BYTES = 1 << 20
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+
+
+def _disk_refusal(exc: sqlite3.OperationalError) -> bool:
+    """SQLite's "database or disk is full", or an I/O error (what a full disk gives while
+    it makes the ``-shm`` file)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (_SQLITE_FULL, _SQLITE_IOERR)
+
+_W = TypeVar("_W", bound=Callable[..., Any])
+
+
+def _survives_full_disk(write: _W) -> _W:
+    """Run a ledger write; when SQLite finds the disk full, free the reserve and retry once."""
+
+    @functools.wraps(write)
+    def wrapper(self: "Ledger", *args, **kwargs):
+        try:
+            return write(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not _disk_refusal(exc) or not self.free_reserve():
+                raise
+            log.warning("%s: disk full; used the ledger's reserved space to record this", self.path)
+            return write(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def ledger_path(out_root: str | os.PathLike) -> Path:
@@ -125,20 +163,68 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
             raise FileNotFoundError(self.path)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.reserve = self.path.with_name("ledger.reserve")
+        self.used_reserve = False  # the disk was full: a run should start no exam
         if create:
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = FULL")
-            with self.transaction():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                (str(SCHEMA_VERSION),))
+            self._make_reserve()
+        self._open(create)
+
+    def _open(self, create: bool) -> None:
+        """Connect (and, with ``create``, set WAL mode and the schema). On a full disk
+        SQLite cannot even make its ``-wal``/``-shm`` files: free the reserve, try again."""
+        for attempt in (1, 2):
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                self.db.row_factory = sqlite3.Row
+                self.db.execute("PRAGMA busy_timeout = 30000")
+                if create:
+                    self.db.execute("PRAGMA journal_mode = WAL")
+                    self.db.execute("PRAGMA synchronous = FULL")
+                    with self.transaction():
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                self.db.execute(statement)
+                        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                        (str(SCHEMA_VERSION),))
+                return
+            except sqlite3.OperationalError as exc:
+                self.db.close()
+                if attempt == 2 or not _disk_refusal(exc) or not self.free_reserve():
+                    raise
+                log.warning("%s: disk full; opening the ledger with its reserved space", self.path)
 
     # -- plumbing
+    def _make_reserve(self) -> None:
+        """Allocate :data:`RESERVE_BYTES` in ``ledger.reserve`` unless it is there (no
+        space for it: go on without, the write that needs it will say so)."""
+        try:
+            if self.reserve.exists() and self.reserve.stat().st_size >= RESERVE_BYTES:
+                return
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+                except OSError:  # file systems without fallocate: real zeros
+                    os.pwrite(fd, bytes(RESERVE_BYTES), 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("no ledger reserve: %s", exc)
+            try:
+                self.reserve.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def free_reserve(self) -> bool:
+        """Delete the reserve file (:attr:`used_reserve` becomes True); False when there
+        was none to free."""
+        try:
+            self.reserve.unlink()
+            self.used_reserve = True
+            return True
+        except OSError:
+            return False
+
     def close(self) -> None:
         self.db.close()
 
@@ -165,6 +251,7 @@ class Ledger:
         return Ledger._Tx(self.db)
 
     # -- runs
+    @_survives_full_disk
     def start_run(self, pipeline: str, stages_hash: str) -> int:
         with self.transaction():
             cur = self.db.execute(
@@ -172,6 +259,7 @@ class Ledger:
                 (os.getpid(), socket.gethostname(), pipeline, stages_hash, time.time()))
             return int(cur.lastrowid)
 
+    @_survives_full_disk
     def finish_run(self, run_id: int, *, done: int, failed: int, deferred: int, unchanged: int) -> None:
         with self.transaction():
             self.db.execute("UPDATE runs SET finished = ?, n_done = ?, n_failed = ?, n_deferred = ?, "
@@ -209,6 +297,7 @@ class Ledger:
                               "AND status = 'done'", (patient_id, exam_id)).fetchone()
         return row["path"] if row else None
 
+    @_survives_full_disk
     def recover_interrupted(self) -> list[ExamRow]:
         """Turn exams left ``running`` by a dead run back into ``pending`` (counted in
         ``interrupted``); returns them as they were. Call only while holding the lock."""
@@ -218,6 +307,7 @@ class Ledger:
                             "error = 'interrupted: the run processing it died' WHERE status = 'running'")
         return rows
 
+    @_survives_full_disk
     def release_running(self, run_id: int, note: str) -> int:
         """Put the exams still ``running`` in ``run_id`` back to ``pending`` (a run that
         stopped cleanly, not a crash); returns how many."""
@@ -226,6 +316,14 @@ class Ledger:
                                   "WHERE status = 'running' AND run_id = ?", (note, run_id))
             return cur.rowcount
 
+    @_survives_full_disk
+    def release(self, path: str, note: str) -> None:
+        """Put one ``running`` exam back to ``pending`` with ``note`` as its error, not
+        counted as an interruption (it failed for a reason outside the exam)."""
+        with self.transaction():
+            self.db.execute("UPDATE exams SET status = 'pending', error = ? WHERE path = ?", (note, path))
+
+    @_survives_full_disk
     def mark_running(self, items: list[tuple[Any, int, float, str]], run_id: int, stages_hash: str) -> None:
         """Record ``(exam, size, mtime, sha256)`` items as ``running`` in ``run_id``, in one
         transaction (new rows are inserted; known rows keep first_seen and counters)."""
@@ -243,17 +341,20 @@ class Ledger:
                     (str(exam.path), exam.patient_id, exam.exam_id, size, mtime, sha, run_id, now,
                      stages_hash, now))
 
+    @_survives_full_disk
     def mark_done(self, path: str, outputs: dict[str, Any]) -> None:
         with self.transaction():
             self.db.execute("UPDATE exams SET status = 'done', finished = ?, error = NULL, outputs = ?, "
                             "interrupted = 0 WHERE path = ?",
                             (time.time(), json.dumps(outputs, sort_keys=True), path))
 
+    @_survives_full_disk
     def mark_failed(self, path: str, error: str) -> None:
         with self.transaction():
             self.db.execute("UPDATE exams SET status = 'failed', finished = ?, error = ? WHERE path = ?",
                             (time.time(), error, path))
 
+    @_survives_full_disk
     def touch(self, path: str, size: int, mtime: float) -> None:
         """Same content, new size/mtime stamp (e.g. the file was copied again)."""
         with self.transaction():

@@ -96,9 +96,12 @@ class OutputLock:
                 raise LockHeld(self.path, holder) from None
             raise
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
-        os.fsync(fd)
+        try:  # who holds it: a courtesy for refused runs, not worth failing over on a full disk
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError:
+            pass
         self._fd = fd
         return self
 

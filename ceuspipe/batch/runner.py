@@ -15,7 +15,10 @@ A crash at any point leaves the exam ``running`` (or its old folder intact), and
 the next run redoes it; temporary folders of dead runs are removed at start.
 An exam that kills its run :data:`MAX_INTERRUPTED` times is marked failed instead
 of being retried forever. A stopped run (Ctrl-C, SIGTERM) kills its workers,
-puts its unfinished exams back to pending and releases the lock.
+puts its unfinished exams back to pending and releases the lock. So does a disk
+that refuses writes (full, quota, read-only: :class:`StorageRefused`): the exam that
+met it is not failed, every unfinished exam is left pending, and the next run
+(after space is freed) does them without ``--retry-failed``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,22 @@ from ceuspipe.batch.ledger import ExamRow, Ledger
 from ceuspipe.batch.lock import OutputLock
 from ceuspipe.batch.pipeline_file import Pipeline
 from ceuspipe.batch.worker import ExamOutcome, ExamTask, connect_dask, error_line, iter_outcomes
+from ceuspipe.errors import OutputError
+from ceuspipe.fsutil import is_storage_refusal
 
 log = logging.getLogger("ceuspipe")
 
 MAX_INTERRUPTED = 3
 EXAM_RECORD = "batch.json"
+
+
+class StorageRefused(OutputError):
+    """The output disk refused writes during a run; the run stopped with its unfinished
+    exams pending (CLI exit 1, one line)."""
+
+    def __init__(self, out_root: Path, first_error: str, done: int, total: int):
+        super().__init__(out_root, f"the disk refused writes ({first_error}); run stopped after "
+                                   f"{done} of {total} exam(s), the rest left pending for the next run")
 
 
 # ------------------------------------------------------------------ coordinator
@@ -121,7 +135,8 @@ def _collect(outcomes: Iterable[ExamOutcome], report: RunReport, ledger: Ledger,
                 (tmp / EXAM_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
                 _install(tmp, final, state / "trash")
             except OSError as exc:
-                outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc))
+                outcome = ExamOutcome(outcome.path, False, error=error_line(outcome.path, exc),
+                                      storage=is_storage_refusal(exc))
         for line in outcome.warnings:
             log.warning("%s", line)
         if outcome.ok:
@@ -132,6 +147,11 @@ def _collect(outcomes: Iterable[ExamOutcome], report: RunReport, ledger: Ledger,
             report.done.append((outcome.path, final))
             log.info("[%d/%d] done %s/%s in %.1f s (%s)", n, total, exam.patient_id,
                      exam.exam_id, outcome.seconds, outcome.path)
+        elif outcome.storage:
+            # Not the exam's fault: it stays pending, and so does everything still queued.
+            ledger.release(outcome.path, f"not done: {outcome.error}")
+            log.error("[%d/%d] disk refused writes: %s", n, total, outcome.error)
+            raise StorageRefused(out, outcome.error, len(report.done), total)
         else:
             ledger.mark_failed(outcome.path, outcome.error)
             report.failed.append((outcome.path, outcome.error))
@@ -202,6 +222,9 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
             claimed[key] = path
             todo.append(cand)
 
+        if todo and ledger.used_reserve:  # the disk is full already: every exam would fail
+            raise StorageRefused(out, "no space left on device when the run started", 0, len(todo))
+
         tmp_root = state / "tmp" / f"run{run_id}"
         tasks = [ExamTask(c.exam, str(tmp_root / f"{i:06d}"), pipeline.stages) for i, c in enumerate(todo)]
         by_path = {str(c.exam.path): c for c in todo}
@@ -221,6 +244,10 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
             # without counting as a crash; a kill -9 is handled by the next run instead.
             n = ledger.release_running(run_id, f"run {run_id} stopped: {exc.__class__.__name__}")
             log.warning("run %d stopped; %d unfinished exam(s) left for the next run", run_id, n)
+            if isinstance(exc, StorageRefused):  # give the space of half-made folders back now
+                shutil.rmtree(tmp_root, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    tmp_root.parent.rmdir()  # only when empty
             raise
         finally:
             bar.close()

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from ceuspipe.batch.pipeline_file import DEFAULT_EXAM_TIMEOUT_S, StageSpec
 from ceuspipe.errors import CeuspipeError
+from ceuspipe.fsutil import is_storage_refusal
 
 log = logging.getLogger("ceuspipe")
 
@@ -42,7 +43,9 @@ class ExamTask:
 class ExamOutcome:
     """What a worker returns: ``outputs`` per stage name (paths relative to the exam
     folder), or ``error`` (one line naming the source file). ``seconds``: wall time;
-    ``warnings``: the warning lines the stages logged (e.g. an unsure panel layout)."""
+    ``warnings``: the warning lines the stages logged (e.g. an unsure panel layout);
+    ``storage``: it failed because the disk refused writes (full, quota, read-only), a
+    fault of the machine rather than of the exam."""
 
     path: str
     ok: bool
@@ -50,6 +53,7 @@ class ExamOutcome:
     error: str | None = None
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    storage: bool = False
 
 
 def error_line(path: str, exc: BaseException) -> str:
@@ -97,7 +101,8 @@ def process_exam(task: ExamTask) -> ExamOutcome:
     except Exception as exc:  # noqa: BLE001 - one bad exam fails alone
         log.debug("exam %s failed", path, exc_info=True)
         shutil.rmtree(tmp, ignore_errors=True)
-        return ExamOutcome(path, False, error=error_line(path, exc), seconds=time.monotonic() - t0)
+        return ExamOutcome(path, False, error=error_line(path, exc), seconds=time.monotonic() - t0,
+                           storage=is_storage_refusal(exc))
 
 
 # ------------------------------------------------------------------ executors
