@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
@@ -57,3 +58,59 @@ def test_dask_local_cluster_matches_joblib(tmp_path):
     assert a == b
     with Ledger(tmp_path / "dask") as ledger:
         assert ledger.counts() == {"pending": 0, "running": 0, "done": 3, "failed": 1}
+
+
+def _task(tmp_path, name: str, content: bytes, **options):
+    from ceuspipe.batch.pipeline_file import StageSpec
+    from ceuspipe.batch.worker import ExamTask
+    from ceuspipe.inputs import ExamInput
+
+    src = make_inbox(tmp_path / "inbox", {f"P1/{name}.mp4": content}) / "P1" / f"{name}.mp4"
+    stage = StageSpec("digest", "test_batch_helpers:digest_stage", options)
+    return ExamTask(ExamInput(src, "P1", name), str(tmp_path / "tmp" / name), (stage,))
+
+
+def test_isolated_exam_runs_times_out_and_survives_a_crash(tmp_path):
+    """What a Dask task runs: the exam in a fresh interpreter. A good exam comes back
+    done with its files; one that hangs is killed after its time limit; one whose
+    process is killed -9 fails alone as "worker process died"."""
+    from ceuspipe.batch.worker import run_exam_isolated
+
+    good = run_exam_isolated(_task(tmp_path, "good", b"fine"), timeout_s=60)
+    assert good.ok, good.error
+    assert (tmp_path / "tmp" / "good" / "digest.txt").read_text().split()[1:] == ["P1", "good"]
+
+    flag = tmp_path / "hang.flag"
+    flag.write_text("x")
+    t0 = time.monotonic()
+    hung = run_exam_isolated(_task(tmp_path, "hang", b"slow", slow_flag=str(flag)), timeout_s=2)
+    assert not hung.ok and "timed out after 2 s" in hung.error
+    assert time.monotonic() - t0 < 20
+    pid = int(Path(str(flag) + ".started").read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+    crash = run_exam_isolated(_task(tmp_path, "crash", b"CRASH", crash_prefix="CRASH"), timeout_s=60)
+    assert not crash.ok and "worker process died (killed by SIGKILL)" in crash.error
+
+
+def test_dask_exam_timeout_fails_the_stuck_exam_alone(tmp_path):
+    """exam_timeout_seconds holds on Dask: a stuck exam fails as "timed out", the others
+    are done, and the run ends long before the stuck stage would."""
+    from distributed import LocalCluster
+
+    inbox = make_inbox(tmp_path / "inbox", {"P001/E01.mp4": b"first", "P002/E01.mp4": b"HANG second",
+                                            "P003/E01.mp4": b"third"})
+    flag = tmp_path / "slow.flag"
+    flag.write_text("sleep")
+    stages = {"digest": {"function": "test_batch_helpers:digest_stage", "slow_flag": str(flag),
+                         "slow_prefix": "HANG"}}
+    pipe = load_pipeline(write_pipeline(tmp_path / "dask.toml", inbox, tmp_path / "out", stages,
+                                        settle_seconds=0, recheck_seconds=0, exam_timeout_seconds=3))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        t0 = time.monotonic()
+        report = run_pipeline(pipe, scheduler=cluster.scheduler_address)
+        took = time.monotonic() - t0
+    assert len(report.done) == 2 and took < 40
+    assert [(os.path.basename(os.path.dirname(p)), "timed out after 3 s" in e) for p, e in report.failed] \
+        == [("P002", True)]

@@ -1,10 +1,12 @@
 """The worker side of ``ceuspipe run``: one exam's stages, run in a worker process.
 
 :func:`process_exam` runs every stage of one exam into its private temporary
-folder and returns what it did; it never touches the ledger or the final
 folders. :func:`iter_outcomes` runs exams in local worker processes (each exam
 its own process, so one that crashes, hangs or leaks fails alone and a time
 limit can stop it) or on a Dask cluster, and yields their outcomes as they end.
+On Dask each task runs its exam in a fresh interpreter too (:func:`run_exam_isolated`;
+Dask's worker processes are daemonic and may not start multiprocessing children),
+with the same time limit.
 """
 
 from __future__ import annotations
@@ -124,13 +126,72 @@ def connect_dask(address: str):
         raise CeuspipeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
-def _run_dask(tasks: list[ExamTask], client) -> Iterator[ExamOutcome]:
-    """Dask distributed: ``client.map`` + ``as_completed``; the workers need ceuspipe
+def _timed_out(task: ExamTask, timeout_s: float, started: float) -> ExamOutcome:
+    log.warning("%s: still running after %g s: stopped", task.exam.path, timeout_s)
+    return ExamOutcome(str(task.exam.path), False, seconds=time.monotonic() - started,
+                       error=f"{task.exam.path}: timed out after {timeout_s:g} s "
+                             "(exam_timeout_seconds in the pipeline file); stopped")
+
+
+def run_exam_isolated(task: ExamTask, timeout_s: float = DEFAULT_EXAM_TIMEOUT_S) -> ExamOutcome:
+    """Run one exam in a fresh Python interpreter (``subprocess``), killed after
+    ``timeout_s`` seconds: what a Dask task runs. The child gets this process's
+    ``sys.path`` and the task on stdin, and sends its :class:`ExamOutcome` back on a
+    pipe (never stdout, where stages may print); it dies when this process dies."""
+    import pickle
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    started = time.monotonic()
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", "from ceuspipe.batch.worker import _isolated_main; "
+                                 "_isolated_main()", str(write_fd)],
+                                stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True)
+    finally:
+        os.close(write_fd)
+    conn = Connection(read_fd, writable=False)
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(pickle.dumps((list(sys.path), task)))
+            proc.stdin.close()
+        if not conn.poll(timeout_s):
+            return _timed_out(task, timeout_s, started)
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            proc.wait(30)
+            return _crashed(task, _exit_reason(proc.returncode))
+    finally:
+        conn.close()
+        if proc.poll() is None:
+            with contextlib.suppress(Exception):
+                proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(30)
+
+
+def _isolated_main() -> None:
+    """Entry of :func:`run_exam_isolated`'s child: ``argv[1]`` is the pipe's write end."""
+    import pickle
+    import sys
+    from multiprocessing.connection import Connection
+
+    conn = Connection(int(sys.argv[1]), readable=False)
+    path, task = pickle.load(sys.stdin.buffer)
+    sys.path[:] = path
+    _worker_main(conn, task, dict(os.environ), os.getcwd())
+
+
+def _run_dask(tasks: list[ExamTask], client, timeout_s: float) -> Iterator[ExamOutcome]:
+    """Dask distributed: ``client.map`` + ``as_completed``, each exam isolated and
+    time-limited on its worker (:func:`run_exam_isolated`); the workers need ceuspipe
     installed and the inbox and output root at the same paths. Closes ``client``."""
     from distributed import as_completed as dask_completed
 
     try:
-        futures = client.map(process_exam, tasks, pure=False)
+        futures = client.map(run_exam_isolated, tasks, timeout_s=timeout_s, pure=False)
         owner = {f.key: t for f, t in zip(futures, tasks)}
         for fut in dask_completed(futures):
             try:
@@ -146,9 +207,10 @@ def iter_outcomes(tasks: list[ExamTask], *, jobs: int = 1, client=None,
                   timeout_s: float = DEFAULT_EXAM_TIMEOUT_S) -> Iterator[ExamOutcome]:
     """Outcomes in completion order: each exam in its own local worker process
     (``jobs`` at a time, each stopped after ``timeout_s`` seconds), or on the Dask
-    cluster of ``client`` (a ``distributed.Client``, closed at the end)."""
+    cluster of ``client`` (a ``distributed.Client``, closed at the end; the same
+    time limit, applied on the worker)."""
     if client is not None:
-        return _run_dask(tasks, client)
+        return _run_dask(tasks, client, timeout_s)
     if not tasks:
         return iter(())
     if jobs == -1:
@@ -292,10 +354,7 @@ def _finished(r: _Running, timeout_s: float) -> ExamOutcome | None:
         return _crashed(r.task, _exit_reason(r.process.exitcode))
     if time.monotonic() >= r.deadline:
         _kill(r.process)
-        log.warning("%s: still running after %g s: stopped", r.task.exam.path, timeout_s)
-        return ExamOutcome(str(r.task.exam.path), False, seconds=time.monotonic() - r.started,
-                           error=f"{r.task.exam.path}: timed out after {timeout_s:g} s "
-                                 "(exam_timeout_seconds in the pipeline file); stopped")
+        return _timed_out(r.task, timeout_s, r.started)
     return None
 
 
