@@ -104,3 +104,46 @@ def test_batch_run_keeps_layout_warnings_in_the_ledger_and_status(tmp_path):
     assert len(report.done) == 1, report.failed
     lines = format_status(read_status(tmp_path / "out"))
     assert any(line.startswith("WARNING") and "look swapped" in line and "exam1.mp4" in line for line in lines)
+
+
+def _twin_panels_clip(root: Path, copy: str) -> tuple[Path, dict]:
+    """A genuinely ambiguous screen: the phantom with one panel's pixels copied into the
+    other every frame (``copy="us"``: two B-mode panels; ``"ceus"``: two CEUS panels),
+    so no cue can tell them apart."""
+    from ceuspipe.synth.generate import exam_truth, render_exam
+    from ceuspipe.video.writer import VideoWriter
+
+    truth = exam_truth(PhantomConfig(duration_s=30.0, fps=2.0, width=320, height=180), 3, patient="twin")
+    lay = truth_layout(truth)
+    src, dst = (lay.us, lay.ceus) if copy == "us" else (lay.ceus, lay.us)
+    clip = root / f"twin_{copy}" / "exam1.mp4"
+    clip.parent.mkdir(parents=True)
+    with VideoWriter(clip, truth["frame_width"], truth["frame_height"], fps=2.0, codec="libx264",
+                     pix_fmt="yuv420p") as w:
+        for _, t, frame, _, _ in render_exam(truth):
+            frame[dst.y: dst.y + dst.h, dst.x: dst.x + dst.w] = frame[src.y: src.y + src.h, src.x: src.x + src.w]
+            w.write(frame, t)
+    return clip, truth
+
+
+@pytest.mark.parametrize("copy", ["us", "ceus"])
+def test_ambiguous_twin_panels_are_reported_unsure_once(tmp_path, copy):
+    """Two identical panels: the boxes are still found, but which one is CEUS cannot be
+    known. Detection reads every sample of the window (never sure), the confidence is
+    far below 0.5, keyframes.json carries the warning naming --ceus-side, and the log
+    says it in one line (not once per attempt)."""
+    clip, truth = _twin_panels_clip(tmp_path, copy)
+    res = CliRunner().invoke(main, ["keyframes", str(clip), str(tmp_path / "kf"), "-k", "5"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads(next((tmp_path / "kf").glob("*/*/keyframes.json")).read_text())
+    lay = truth_layout(truth)
+    boxes = sorted([(meta["layout"]["ceus"]["x"], meta["layout"]["ceus"]["w"]),
+                    (meta["layout"]["us"]["x"], meta["layout"]["us"]["w"])])
+    assert all(abs(a[0] - b[0]) <= 3 and abs(a[1] - b[1]) <= 3
+               for a, b in zip(boxes, sorted([(lay.ceus.x, lay.ceus.w), (lay.us.x, lay.us.w)])))
+    assert meta["layout"]["confidence"] < 0.2
+    assert meta["layout_decision"]["frames_seen"] == 30 and meta["layout_decision"]["attempts"] >= 3
+    unsure = [w for w in meta["warnings"] if "low confidence" in w]
+    assert len(unsure) == 1 and "--ceus-side" in unsure[0]
+    logged = [ln for ln in res.output.splitlines() if "low confidence" in ln]
+    assert len(logged) == 1, res.output

@@ -115,7 +115,8 @@ class _LayoutSearch:
         self.decision.attempts += 1
         try:
             layout = self.options.resolve([self.images[i] for i in pick], source=self.source,
-                                          times_s=[self.times[i] for i in pick], regions=self.regions)
+                                          times_s=[self.times[i] for i in pick], regions=self.regions,
+                                          log_warning=final)
         except LayoutError:
             if final:
                 raise

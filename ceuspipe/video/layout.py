@@ -575,7 +575,7 @@ def regions_layout(frames: Sequence[np.ndarray], regions: Sequence, *,
 def resolve_layout(frames: Sequence[np.ndarray], *, layout_file: str | os.PathLike | None = None,
                    ceus_box=None, us_box=None, ceus_side: str | None = None,
                    source: str | os.PathLike | None = None, times_s: Sequence[float] | None = None,
-                   regions: Sequence | None = None) -> PanelLayout:
+                   regions: Sequence | None = None, log_warning: bool = True) -> PanelLayout:
     """The panel layout of a clip: from ``layout_file`` (JSON, see
     :func:`ceuspipe.video.panels.load_layout`), else from ``ceus_box`` and ``us_box``
     (``Box`` or ``(x, y, w, h)`` in full-frame pixels, both required), else from
@@ -587,7 +587,8 @@ def resolve_layout(frames: Sequence[np.ndarray], *, layout_file: str | os.PathLi
     (for stacked panels ``"top"``/``"bottom"``, or ``"left"`` for the top one and
     ``"right"`` for the bottom one). ``frames``: at least one ``(H, W, 3)`` frame
     (for its size; all of them for detection). The result's ``origin`` says
-    where it came from; a low-confidence ``warning`` is also logged.
+    where it came from; a low-confidence ``warning`` is also logged (unless not
+    ``log_warning``: a tentative attempt that more frames may settle).
     """
     src = None if source is None else os.fspath(source)
     frames = list(frames)
@@ -626,7 +627,7 @@ def resolve_layout(frames: Sequence[np.ndarray], *, layout_file: str | os.PathLi
         if layout.ceus_side != want:
             layout = layout.swapped()
         layout = replace(layout, warning=None, cues={**layout.cues, "ceus_side": f"given ({ceus_side})"})
-    if layout.warning:
+    if layout.warning and log_warning:
         log.warning("%s: %s", src or "frames", layout.warning)
     return layout
 
@@ -671,9 +672,10 @@ class LayoutOptions:
         configs.number("layout_window_s", self.layout_window_s, above=0, unit="seconds")
 
     def resolve(self, frames: Sequence[np.ndarray], source: str | os.PathLike | None = None, *,
-                times_s: Sequence[float] | None = None, regions: Sequence | None = None) -> PanelLayout:
+                times_s: Sequence[float] | None = None, regions: Sequence | None = None,
+                log_warning: bool = True) -> PanelLayout:
         """:func:`resolve_layout` with these settings (``times_s``: the frames' times
         in seconds; ``regions``: a DICOM file's ultrasound regions)."""
         return resolve_layout(frames, layout_file=self.layout_file, ceus_box=self.ceus_box,
                               us_box=self.us_box, ceus_side=self.ceus_side, source=source,
-                              times_s=times_s, regions=regions)
+                              times_s=times_s, regions=regions, log_warning=log_warning)
