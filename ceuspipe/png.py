@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -71,5 +72,4 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write ``image`` (see :func:`encode_png`) to ``path``."""
-    with open(path, "wb") as fh:
-        fh.write(encode_png(image))
+    Path(path).write_bytes(encode_png(image))
