@@ -36,7 +36,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # this checkout's ceuspipe, as its children get
 from _common import ceuspipe_cmd, make_phantom_clip, require_ffmpeg, run_measured  # noqa: E402
+
+from ceuspipe import png  # noqa: E402
 
 PYAV_DECODE = """
 import sys, av
@@ -46,6 +49,11 @@ s.thread_type = "AUTO"; s.codec_context.thread_count = decoder_threads()
 s.codec_context.skip_frame = sys.argv[2]
 n = sum(1 for _ in c.decode(s))
 """
+
+
+def load() -> str:
+    """The machine's 1, 5 and 15 minute load averages (this machine is shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def has_b_frames(clip: Path) -> bool:
@@ -95,7 +103,8 @@ def main() -> None:
 
     threads = len(os.sched_getaffinity(0))
     print(f"clips: 800x450 H.264 phantom, {seconds:g} s at {args.fps:g} fps; medians of {repeats} run(s); "
-          f"{threads} usable cores; PySceneDetect: {sd or 'not installed'}")
+          f"{threads} usable cores; PySceneDetect: {sd or 'not installed'}; "
+          f"PNG deflate: {png.deflate_backend()}; load average {load()}")
     print(f"{'clip':<12} {'ffmpeg':>7} {'pyav':>7} {'nonref':>7} {'scened.':>8} {'ceuspipe':>9} "
           f"{'/ffmpeg':>8} {'/pyav':>6} {'/scened.':>9} {'MiB':>5}  decode_path")
     for label, clip in (("B-frames", bclip), ("no B-frames", noclip)):
@@ -123,6 +132,7 @@ def main() -> None:
         for k, v in times.items():
             if v:
                 print(f"{'':<12} runs {k}: " + " ".join(f"{x:.2f}" for x in v))
+        print(f"{'':<12} load average {load()}")
 
     if args.quick:
         return
@@ -137,7 +147,8 @@ def main() -> None:
         peaks[name] = m
         print(f"memory {name}: {meta['n_frames_decoded']} frames, {w:.2f} s, peak {m:.0f} MiB, "
               f"{meta['decode_path']}")
-    print(f"peak memory 4-minute / 1-minute clip: {peaks['4-minute'] / peaks['1-minute']:.2f}x")
+    print(f"peak memory 4-minute / 1-minute clip: {peaks['4-minute'] / peaks['1-minute']:.2f}x; "
+          f"load average {load()}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from ceuspipe import __version__
@@ -36,6 +35,7 @@ from ceuspipe.errors import CeuspipeError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
 from ceuspipe.keyframes import TopK, change_score
+from ceuspipe.png import write_png
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.layout import LayoutOptions, layout_warnings
 from ceuspipe.video.panels import black_outside_panels, crop
@@ -94,28 +94,13 @@ def exam_dir(out_root: Path, exam: ExamInput) -> Path:
     return Path(out_root) / exam.patient_id / exam.exam_id
 
 
-#: PNG encoder settings: the SUB filter at zlib level 1 encoded the 800x450 phantom's
-#: frames as fast as OpenCV's default (about 12 ms each) into 40 % smaller files
-#: (about 310 KiB instead of 515 KiB); still lossless.
-PNG_PARAMS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_COMPRESSION, 1]
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Write an ``(H, W, 3)`` RGB or ``(H, W)`` grey uint8 image as lossless PNG."""
-    image = np.ascontiguousarray(image)
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buf = cv2.imencode(".png", bgr, PNG_PARAMS)
-    if not ok:
-        raise CeuspipeError(f"{path}: PNG encoding failed")
-    path.write_bytes(buf.tobytes())
-
-
 def _write_pngs(items: list[tuple[Path, np.ndarray]]) -> None:
-    """Write many PNGs on all cores (OpenCV releases the GIL while encoding)."""
+    """Write many lossless PNGs (:mod:`ceuspipe.png`) on all cores (the deflate and the
+    filter release the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=usable_cpus()) as pool:
-        for _ in pool.map(lambda item: _write_png(*item), items):
+        for _ in pool.map(lambda item: write_png(*item), items):
             pass
 
 

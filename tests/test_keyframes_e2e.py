@@ -21,10 +21,11 @@ from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's defa
 SMALL = dict(width=320, height=180, fps=6.0)
 
 
-def make_clip(folder: Path, patient: str, seconds: float, side: str = "left", seed: int = 1) -> Path:
+def make_clip(folder: Path, patient: str, seconds: float, side: str = "left", seed: int = 1,
+              preset: str = "veryfast") -> Path:
     clip = folder / patient / "exam1.mp4"
-    generate_exam(clip, folder.parent / f"{folder.name}_truth" / patient, PhantomConfig(duration_s=seconds, ceus_side=side, **SMALL),
-                  seed, patient=patient)
+    config = PhantomConfig(duration_s=seconds, ceus_side=side, preset=preset, **SMALL)
+    generate_exam(clip, folder.parent / f"{folder.name}_truth" / patient, config, seed, patient=patient)
     return clip
 
 
@@ -74,6 +75,32 @@ def test_keyframes_match_independent_computation(tmp_path, side):
     rows = list(csv.DictReader((out / "P007/exam1/scores.csv").open()))
     assert [float(r["score"]) for r in rows] == pytest.approx(scores, abs=1e-5)
     assert sum(int(r["selected"]) for r in rows) == 5
+
+
+@pytest.mark.parametrize("preset,b_frames,path", [("veryfast", True, "skip-nonref"), ("ultrafast", False, "full")])
+def test_exported_key_frames_equal_a_bare_decode(tmp_path, preset, b_frames, path):
+    """Pixel for pixel, the exported frames are the bare PyAV decode's samples (panels kept,
+    the rest black), on a B-frame clip (frames skipped) and one without (plain decode)."""
+    clip = make_clip(tmp_path / "v", "P008", 12.0, preset=preset)
+    with av.open(str(clip)) as c:
+        assert (c.streams.video[0].codec_context.reorder_depth > 0) == b_frames
+        frames = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    truth = json.loads((tmp_path / "v_truth/P008/truth.json").read_text())
+    out = tmp_path / "out"
+    assert run_cli("keyframes", str(tmp_path / "v"), str(out), "-k", "6").exit_code == 0
+    meta = json.loads((out / "P008/exam1/keyframes.json").read_text())
+    assert meta["decode_path"] == path, meta["decode_note"]
+    expected_n, _ = independent_selection(clip, truth["layout"]["ceus"], k=6)
+    assert [f["sample_index"] for f in meta["frames"]] == expected_n
+    t0 = frames[0][0]
+    for f in meta["frames"]:
+        image = next(img for t, img in frames if t - t0 >= f["sample_index"] - 1e-6)
+        expected = np.zeros_like(image)
+        for box in (truth["layout"]["ceus"], truth["layout"]["us"]):
+            sl = np.s_[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"]]
+            expected[sl] = image[sl]
+        full = cv2.imread(str(out / "P008/exam1" / f["frame_path"]), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(full[..., ::-1], expected), f["sample_index"]
 
 
 def test_exports_hold_only_the_panels(tmp_path):

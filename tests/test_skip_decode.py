@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ceuspipe.sampling import TimeSampler
+from ceuspipe.video import pyav_source
 from ceuspipe.video.clip_stream import open_clip
 from ceuspipe.video.reader import open_source
 from ceuspipe.video.writer import VideoWriter
@@ -19,6 +20,7 @@ from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's defa
 X264_B = {"x264-params": "bframes=3:b-adapt=0:log-level=error"}     # b-pyramid: some B are refs
 X264_FLAT_B = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=none:log-level=error"}
 X265_B = {"x265-params": "log-level=error:bframes=4:b-adapt=0"}
+X264_NO_B = {"x264-params": "bframes=0:log-level=error"}
 
 
 def moving(i: int, w: int, h: int) -> np.ndarray:
@@ -106,6 +108,28 @@ def test_avi_decodes_every_frame(tmp_path, codec, options):
     path = make_clip(tmp_path / "c.avi", [i / 25 for i in range(100)], fps=25, codec=codec, options=options)
     fast = sampled(path, 1.0, skip=True)
     assert fast[1].decode_path == "full" and "container avi" in fast[1].decode_note
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+def test_no_b_frames_decodes_plainly_after_the_first_packets(tmp_path, suffix, monkeypatch):
+    """Without B-frames nothing would be dropped: a plain full decode, with only the first
+    packets' timestamps read (probe lowered to 20 of the clip's 150 packets)."""
+    monkeypatch.setattr(pyav_source, "NO_B_FRAMES_PROBE", 20)
+    path = make_clip(tmp_path / f"c{suffix}", [i / 25 for i in range(150)], fps=25, options=X264_NO_B)
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "full", fast[1].decode_note
+    assert "no B-frames" in fast[1].decode_note and "first 20 packets" in fast[1].decode_note
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+def test_b_frames_after_the_probe_still_skip(tmp_path, monkeypatch):
+    """A short probe does not stop a B-frame clip from skipping (its header declares a
+    reorder delay, so all timestamps are read)."""
+    monkeypatch.setattr(pyav_source, "NO_B_FRAMES_PROBE", 2)
+    path = make_clip(tmp_path / "c.mp4", [i / 25 for i in range(150)], fps=25, options=X264_B)
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "skip-nonref", fast[1].decode_note
     assert_same(fast, sampled(path, 1.0, skip=False))
 
 

@@ -1,6 +1,16 @@
 """Per-frame lesion segmentation of CEUS clips: streaming batched inference, mask and
-overlay videos, time-intensity curve outputs, ONNX export for CPU deployment."""
+overlay videos, time-intensity curve outputs, ONNX export for CPU deployment.
 
-from ceuspipe.segment.run import SegmentConfig, SegmentReport, default_out_dir, segment_video
+The names below load :mod:`ceuspipe.segment.run` on first use, so that importing a
+light submodule (the CLI reads ``predictor.ENGINES`` for its options) does not cost
+every command ~0.1 s of start-up."""
 
 __all__ = ["SegmentConfig", "SegmentReport", "default_out_dir", "segment_video"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from ceuspipe.segment import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -221,8 +221,9 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
     bit-identical to a full decode. ``select`` is still called once per frame, in
     presentation order, also for dropped frames (counting is unchanged). Where that
     is not exact or not possible (intra-only or unverified codec, missing or
-    duplicate packet timestamps, damaged file, nothing to drop) the clip is decoded
-    in full (path ``"full"``, with the reason); a surprise while decoding (a frame
+    duplicate packet timestamps, damaged file, nothing to drop: no B-frames, seen from
+    the header and the first packets without reading the rest, or every frame a sample)
+    the clip is decoded in full (path ``"full"``, with the reason); a surprise while decoding (a frame
     that was not planned) restarts a full decode after the last frame handed out.
 
     Times are ``pts * time_base`` relative to the first frame. A frame without
@@ -378,6 +379,14 @@ SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4"})
 SKIP_NONREF_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "mpegts"})
 
 
+#: Packets (decode order) read to confirm that a stream whose header declares no reorder
+#: delay has no B-frames (as many as x264's default GOP). A clip without reordering there
+#: is decoded in full without reading further timestamps: nothing would be dropped.
+#: Non-reference frames that are not reordered (rare: some encoders' non-reference P
+#: frames) are then decoded too; exact, only not faster.
+NO_B_FRAMES_PROBE = 250
+
+
 @dataclass(frozen=True)
 class SkipPlan:
     """Every frame of a clip from its packet timestamps: ``pts`` sorted (presentation
@@ -404,7 +413,9 @@ class _Resume:
 
 def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     """Demux every packet (no decoding) and plan the samples; ``(None, reason)`` when
-    skipping would not be exact."""
+    skipping would not be exact, or would drop nothing (no B-frames: the header's reorder
+    delay is 0 and the first :data:`NO_B_FRAMES_PROBE` packets come in presentation order,
+    none marked disposable)."""
     try:
         container = _open(path)
     except InputError as err:
@@ -423,6 +434,8 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
         base = _fraction(stream, "time_base")
         if base is None:
             return None, "no stream time base"
+        # Nothing to drop without B-frames: then stop reading after the first packets.
+        reorders = stream.codec_context.reorder_depth > 0
         pts: list[int] = []
         try:
             for packet in container.demux(stream):
@@ -430,13 +443,20 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
                     continue
                 if packet.pts is None:
                     return None, "packets without timestamps"
+                if (pts and packet.pts < pts[-1]) or packet.is_disposable:
+                    reorders = True
                 pts.append(packet.pts)
+                if not reorders and len(pts) >= NO_B_FRAMES_PROBE:
+                    break
         except av.FFmpegError as err:
             return None, f"damaged file ({err})"
     finally:
         container.close()
     if not pts:
         return None, "no packets"
+    if not reorders:
+        return None, (f"no B-frames (reorder delay 0, no reordering in the first {len(pts)} "
+                      "packets): nothing to drop")
     pts.sort()
     if any(a == b for a, b in zip(pts, pts[1:])):
         return None, "duplicate packet timestamps"
