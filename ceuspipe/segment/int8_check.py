@@ -41,18 +41,20 @@ class ClipCheck:
     """Collects int8-vs-fp32 agreement on check frames of one clip.
 
     ``duration_hint_s``: the clip's probed duration (s, None when unknown);
-    ``threshold``: probability threshold; ``dynamic_range_db``: for linear power.
+    ``threshold``: probability threshold; ``dynamic_range_db``: for linear power;
+    ``max_curve_difference``: None = :data:`MAX_CURVE_DIFFERENCE`.
     :meth:`wants` is called from the decode stage for acquired frames in order;
     :meth:`add` from the inference stage for the frames it accepted.
     """
 
     def __init__(self, duration_hint_s: float | None, threshold: float, dynamic_range_db: float = 60.0, *,
-                 min_dice: float = MIN_DICE, max_curve_difference: float = MAX_CURVE_DIFFERENCE,
+                 min_dice: float = MIN_DICE, max_curve_difference: float | None = None,
                  frames: int = CHECK_FRAMES):
         self.threshold = float(threshold)
         self.dynamic_range_db = float(dynamic_range_db)
         self.min_dice = float(min_dice)
-        self.max_curve_difference = float(max_curve_difference)
+        self.max_curve_difference = float(MAX_CURVE_DIFFERENCE if max_curve_difference is None
+                                          else max_curve_difference)
         known = duration_hint_s is not None and math.isfinite(duration_hint_s) and duration_hint_s > 0
         self.planned = frames if known else None
         self._step = duration_hint_s / frames if known else None
