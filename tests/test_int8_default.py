@@ -177,7 +177,7 @@ def test_auto_falls_back_to_fp32_when_check_fails(env, tmp_path, monkeypatch):
     monkeypatch.setattr(int8_check, "MAX_CURVE_DIFFERENCE", -1.0)
     cache = tmp_path / "cache"
     rep = segment_video(env["a"], env["ckpt"], tmp_path / "auto", _config(env, cache, int8_min_dice=0.0))
-    fp32 = segment_video(env["a"], env["ckpt"], tmp_path / "fp32", _config(env, cache, precision="fp32"))
+    segment_video(env["a"], env["ckpt"], tmp_path / "fp32", _config(env, cache, precision="fp32"))
     doc = _doc(tmp_path / "auto")
     p = doc["precision"]
     assert rep.engine == "onnx" and doc["engine"] == "onnx" and p["used"] == "fp32" and p["fell_back"]

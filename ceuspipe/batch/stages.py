@@ -180,6 +180,7 @@ def segment_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
             "overlay": exam_tmp_dir / "overlay.mp4", "report": exam_tmp_dir / "report.html",
             "frames": report.frames,
             "duration_s": round(report.duration_s, 6), "engine": report.engine,
+            "precision": (report.precision or {}).get("used"),
             "tic": {k: v for k, v in tic.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 
 

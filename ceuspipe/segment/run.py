@@ -21,6 +21,10 @@ have every frame at its own time; the curve (``tic.csv``) has one row per acquir
 frame, at its first appearance, with the number of repeats that followed it
 (column ``repeats``). ``dedupe=False`` treats every frame as acquired.
 
+On the CPU a checkpoint runs at ``precision`` auto by default: its cached int8
+model, checked against fp32 on 8 frames spread over the clip, the clip redone
+with fp32 when they disagree (:mod:`ceuspipe.segment.precision`).
+
 A failure in any stage (decode error, inference error, full disk) or an
 interrupt stops all of them within a fraction of a second.
 
