@@ -159,7 +159,7 @@ def test_corrupt_clip_leaves_nothing(env, tmp_path):
 
 
 def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
-    import ceuspipe.segment.run as run_mod
+    import ceuspipe.segment.precision as run_mod  # where segment_video builds its predictor
 
     real = run_mod.make_predictor
     calls = {"n": 0}

@@ -202,7 +202,7 @@ def test_dedupe_config_and_cli_flag():
 def test_long_run_of_repeats_streams_with_bounded_hold(env, tmp_path, monkeypatch):
     """A frozen screen (one frame 40 times, longer than the inference stage holds frames
     back): one inference of one frame, every frame written, a one-row curve."""
-    import ceuspipe.segment.run as run_mod
+    import ceuspipe.segment.precision as run_mod  # where segment_video builds its predictor
     from ceuspipe.video.writer import VideoWriter
 
     img = next(iter(iter_frames(env["src"]))).image

@@ -156,6 +156,9 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
     if spec.onnx_path is not None and (config.engine == "torch" or config.device.startswith("cuda")):
         raise ValueError(f"device: an ONNX model runs on the CPU with ONNX Runtime only, not with "
                          f"engine {config.engine!r} on device {config.device!r} (give the .pt checkpoint)")
+    if spec.onnx_path is not None and config.precision not in ("auto", "int8" if spec.quantization else "fp32"):
+        raise ValueError(f"precision: the ONNX model file is {'int8' if spec.quantization else 'fp32'}, not "
+                         f"{config.precision} (give the .pt checkpoint, or precision = \"auto\")")
     return options
 
 
@@ -177,6 +180,7 @@ def segment_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
             "overlay": exam_tmp_dir / "overlay.mp4", "report": exam_tmp_dir / "report.html",
             "frames": report.frames,
             "duration_s": round(report.duration_s, 6), "engine": report.engine,
+            "precision": (report.precision or {}).get("used"),
             "tic": {k: v for k, v in tic.items() if isinstance(v, (int, float, str, bool)) or v is None}}
 
 

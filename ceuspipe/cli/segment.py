@@ -23,6 +23,12 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True,
+              help="auto: a checkpoint on the CPU runs int8 (calibrated once on the first clip, cached), "
+                   "checked against fp32 on frames spread over every clip and redone with fp32 when they "
+                   "disagree; fp32 on CUDA. fp32: never int8. int8: keep int8 even when the check fails.")
+@click.option("--int8-min-dice", default=0.95, show_default=True, type=click.FloatRange(0, 1),
+              help="Int8 must agree with fp32 at this mean mask Dice (calibration and per-clip check).")
 @click.option("--dynamic-range-db", default=60.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Display dynamic range used to linearise grey levels (dB).")
@@ -53,8 +59,8 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine,
-                      dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
+def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine, precision,
+                      int8_min_dice, dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
                       clean_masks, no_dedupe, overwrite, **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
@@ -66,6 +72,7 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
 
     model = checkpoint or str(default_model())
     config = SegmentConfig(sample_fps=sample_fps, batch_size=batch_size, device=device, engine=engine,
+                           precision=precision, int8_min_dice=int8_min_dice,
                            dynamic_range_db=dynamic_range_db, tic_model=tic_model,
                            temporal_smoothing=temporal_smoothing, threshold=threshold,
                            reference=reference, reference_mask=reference_mask,
@@ -85,6 +92,8 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
            if report.frames_repeated and report.acquisition_fps else "")
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
                f"{report.engine} on {report.device}); {fit}{rep}")
+    if (report.precision or {}).get("fell_back"):
+        click.echo(f"warning: {report.precision['reason']}", err=True)
     click.echo(f"outputs: {report.out_dir}")
     click.echo(f"report: {report.out_dir / 'report.html'}")
 

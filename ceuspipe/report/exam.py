@@ -273,7 +273,29 @@ def _model_rows(seg: dict) -> list[tuple[str, str]]:
             ("checkpoint", esc(display_name(seg.get("model_checkpoint") or seg.get("checkpoint")))),
             ("checkpoint sha256", f"<code>{esc(sha[:12])}</code>" if sha else "not recorded"),
             ("quantisation", quant), ("threshold", fmt_num(seg.get("threshold"))),
-            ("engine / device", esc(f"{seg.get('engine', '-')} / {seg.get('device', '-')}"))]
+            ("engine / device", esc(f"{seg.get('engine', '-')} / {seg.get('device', '-')}")),
+            *_precision_rows(seg.get("precision") or {})]
+
+
+def _precision_rows(p: dict) -> list[tuple[str, str]]:
+    """The precision decision of segment.json (absent in runs before it was recorded)."""
+    if not p:
+        return []
+    rows = [("precision", esc(f"{p.get('used', '-')} (asked {p.get('requested', '-')}): {p.get('reason', '-')}"))]
+    m = p.get("int8_model") or {}
+    if m:
+        rows.append(("int8 calibration", esc(f"{fmt_num(m.get('calibration_frames'))} frames"
+                                             f"{' of this clip' if m.get('calibrated_on_this_clip') else ''}; "
+                                             f"held-out mask Dice vs fp32 {fmt_num(m.get('held_out_dice_mean'), 4)}")))
+    c = p.get("check") or {}
+    if c:
+        b = c.get("bounds") or {}
+        verdict = '<span class="ok">passed</span>' if c.get("passed") else '<span class="bad">failed</span>'
+        rows.append(("int8 check on this clip", f"{verdict}: " + esc(
+            f"{fmt_num(c.get('frames'))} frames, mask Dice mean {fmt_num(c.get('dice_mean'), 4)} "
+            f"(bound {fmt_num(b.get('dice_mean_min'))}), min {fmt_num(c.get('dice_min'), 4)}; curve difference "
+            f"{fmt_num(c.get('curve_max_difference'), 3)} of peak (bound {fmt_num(b.get('curve_max_difference'))})")))
+    return rows
 
 
 def _run_rows(seg: dict, tic: dict) -> list[tuple[str, str]]:

@@ -89,8 +89,8 @@ def from_dataset(root: str | os.PathLike, size: int, frames: int) -> Calibration
     return CalibrationSet(train, test, str(root))
 
 
-def _clip_frames(path: Path, size: int, per_clip: int, layout: LayoutOptions,
-                 sample_fps: float = 1.0) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def clip_frames(path: Path, size: int, per_clip: int, layout: LayoutOptions,
+                sample_fps: float = 1.0) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """``per_clip`` frames evenly spread over one clip, sampled at ``sample_fps`` while streaming.
 
     Memory is bounded: when more than ``2 * per_clip`` samples are held, every
@@ -128,7 +128,7 @@ def from_clips(paths: Sequence[str | os.PathLike], size: int, frames: int,
     per_clip = max(2, -(-2 * frames // len(exams)))
     items = []
     for exam in exams:
-        items.extend(_clip_frames(exam.path, size, per_clip, layout or LayoutOptions()))
+        items.extend(clip_frames(exam.path, size, per_clip, layout or LayoutOptions()))
     pairs = PanelPairs.stack(items, size)
     return CalibrationSet(pairs.take(slice(0, None, 2)), pairs.take(slice(1, None, 2)),
                           ", ".join(str(p) for p in paths))

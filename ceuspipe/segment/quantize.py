@@ -141,8 +141,8 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     with tempfile.TemporaryDirectory(prefix=".ceuspipe-int8-", dir=out.parent) as work:
         pre = Path(work) / "pre.onnx"
         quantized = Path(work) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(pre))
         with _quiet():
+            quant_pre_process(str(fp32_path), str(pre))
             quantize_static(str(pre), str(quantized), _reader(calibrate, set(inputs), batch),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -21,6 +21,10 @@ have every frame at its own time; the curve (``tic.csv``) has one row per acquir
 frame, at its first appearance, with the number of repeats that followed it
 (column ``repeats``). ``dedupe=False`` treats every frame as acquired.
 
+On the CPU a checkpoint runs at ``precision`` auto by default: its cached int8
+model, checked against fp32 on 8 frames spread over the clip, the clip redone
+with fp32 when they disagree (:mod:`ceuspipe.segment.precision`).
+
 A failure in any stage (decode error, inference error, full disk) or an
 interrupt stops all of them within a fraction of a second.
 
@@ -52,7 +56,9 @@ from ceuspipe.report.exam import REPORT_NAME, write_exam_report
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
-from ceuspipe.segment.predictor import Predictor, make_predictor, prepare_panel, probability_to_mask
+from ceuspipe.segment.int8_check import ClipCheck
+from ceuspipe.segment.precision import PrecisionPlan, plan_precision
+from ceuspipe.segment.predictor import Predictor, prepare_panel, probability_to_mask
 from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.tic.reference import ImagedArea, reference_ring
@@ -92,6 +98,10 @@ class SegmentConfig(LayoutOptions):
     ``clean_masks``: keep each frame's largest connected component and fill its holes.
     ``dedupe``: detect repeated frames (:mod:`ceuspipe.segment.repeats`), segment
     each acquired frame once and fit the curve on acquired frames only.
+    ``precision``: ``auto|fp32|int8`` (:mod:`ceuspipe.segment.precision`; auto = a
+    checkpoint on the CPU runs its cached int8 model, checked on every clip against
+    fp32 and redone with fp32 when the check fails). ``int8_min_dice``: the bound on
+    the int8-vs-fp32 mean mask Dice, at calibration and on each clip's check frames.
     """
 
     sample_fps: float | None = None
@@ -114,9 +124,12 @@ class SegmentConfig(LayoutOptions):
     reference_width_mm: float | None = None
     clean_masks: bool = False
     dedupe: bool = True
+    precision: str = "auto"
+    int8_min_dice: float = 0.95
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
+        from ceuspipe.segment.precision import PRECISIONS
         from ceuspipe.segment.predictor import ENGINES
         from ceuspipe.tic.models import MODELS
 
@@ -146,6 +159,11 @@ class SegmentConfig(LayoutOptions):
             raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
         if self.engine == "onnx" and self.device.startswith("cuda"):
             raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
+        configs.choice("precision", self.precision, PRECISIONS)
+        configs.number("int8_min_dice", self.int8_min_dice, minimum=0, maximum=1)
+        if self.precision == "int8" and (self.engine == "torch" or self.device.startswith("cuda")):
+            raise configs.ConfigError("precision", "int8 runs with ONNX Runtime on the CPU only "
+                                                   f"(not engine {self.engine} on device {self.device})")
 
 
 @dataclass
@@ -158,6 +176,8 @@ class SegmentReport:
     loading included); ``fps``: segmented frames per wall-clock second of the
     streaming part; ``engine``/``device``: what ran the model;
     ``model_quantization``: an int8 model's calibration and fp32 agreement (empty for fp32);
+    ``precision``: what was asked and used and why, with the per-clip int8 check
+    (:mod:`ceuspipe.segment.precision`);
     ``frames_repeated``: segmented frames that repeated an earlier one (no inference, its
     mask; not in the curve); ``acquisition_fps``: acquired (non-repeated) frames per
     second of clip time, ``(n - 1) / (last - first first-appearance time)`` (None with
@@ -179,6 +199,7 @@ class SegmentReport:
     checkpoint: Path
     model_config: dict = field(default_factory=dict)
     model_quantization: dict = field(default_factory=dict)
+    precision: dict = field(default_factory=dict)
     tic: dict = field(default_factory=dict)
     frames_repeated: int = 0
     acquisition_fps: float | None = None
@@ -205,6 +226,7 @@ class _Item:
     ceus_in: np.ndarray    # (S, S) float32
     us_in: np.ndarray      # (S, S) float32
     repeat_of: int | None = None  # index of the frame this one repeats (no inference)
+    check: bool = False           # also run through fp32 for the int8 check
 
 
 @dataclass
@@ -259,27 +281,28 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
     info = probe(clip)  # fails early, with the clip's name, on a non-video
     device = resolve_device(config.device)
     spec = load_spec(checkpoint, device if config.engine != "onnx" else "cpu")
-    predictor = make_predictor(spec, engine=config.engine, device=config.device,
-                               cache_dir=config.cache_dir)
+    plan = plan_precision(spec, config, clip, info.duration_s)
     threshold = spec.threshold if config.threshold is None else float(config.threshold)
     fps_hint = info.nominal_fps or 30.0
     if config.sample_fps is not None:
         fps_hint = min(fps_hint, config.sample_fps)
 
     with atomic_dir(out, overwrite=config.overwrite) as tmp:
-        stats = _stream(clip, tmp, predictor, spec, config, threshold, fps_hint, progress)
+        stats = _stream_checked(clip, tmp, plan, spec, config, threshold, fps_hint, progress)
         stream_s = stats.stream_s
+        predictor = plan.predictor
         report = SegmentReport(
             source=clip, out_dir=out, frames=stats.frames, frames_decoded=stats.frames_decoded,
             duration_s=stats.duration_s, wall_s=0.0, stream_s=stream_s,
             fps=stats.frames / stream_s if stream_s > 0 else float("nan"),
             engine=predictor.engine, device=predictor.device, batch_size=config.batch_size,
             layout=stats.layout, checkpoint=Path(checkpoint), model_config=spec.config,
-            model_quantization=spec.quantization, frames_repeated=stats.frames_repeated,
+            model_quantization=plan.quantization, precision=plan.record, frames_repeated=stats.frames_repeated,
             acquisition_fps=stats.acquisition_fps)
         meta = _metadata(report, config, threshold)
         meta["layout_decision"] = stats.layout_decision
         meta["warnings"] = stats.warnings
+        meta["precision"] = plan.record
         meta["reference_region"] = _reference_meta(config, stats.layout)
         meta["clean_masks"] = config.clean_masks
         meta["command_line"] = list(command_line) if command_line is not None else None
@@ -347,9 +370,55 @@ def _metadata(report: SegmentReport, config: SegmentConfig, threshold: float) ->
 # --------------------------------------------------------------------------- streaming
 
 
+class _Int8Disagrees(Exception):
+    """The per-clip int8 check can no longer pass: stop and redo the clip with fp32."""
+
+
+def _stream_checked(clip: Path, tmp: Path, plan: PrecisionPlan, spec: ModelSpec, config: SegmentConfig,
+                    threshold: float, fps_hint: float, progress: bool) -> StreamResult:
+    """:func:`_stream` with the plan's int8 check; when it fails at precision ``auto`` the clip
+    is redone with fp32 (one warning); at ``int8`` the int8 outputs stay (one warning).
+    ``stream_s`` counts both passes."""
+    t0 = time.perf_counter()
+    auto = config.precision == "auto"
+    try:
+        stats = _stream(clip, tmp, plan.predictor, spec, config, threshold, fps_hint, progress,
+                        check=plan.check, check_fp32=plan.fp32, stop_early=auto)
+    except _Int8Disagrees:
+        stats = None
+    if plan.check is None:
+        return stats
+    result = plan.check.result()
+    plan.record["check"] = result
+    if result["passed"]:
+        return stats
+    curve = result["curve_max_difference"]
+    warning = (f"int8 masks disagree with fp32 on {result['frames']} check frames of this clip (mask Dice mean "
+               f"{result['dice_mean']:.3f}, bound {config.int8_min_dice:g}; curve difference "
+               f"{'n/a' if curve is None else f'{curve:.3f}'}, bound {result['bounds']['curve_max_difference']:g})")
+    if not auto:
+        warning += ": int8 kept (precision int8)"
+        log.warning("%s: %s", clip.name, warning)
+        stats.warnings.append(warning)
+        return stats
+    warning += ": segmented with fp32 instead"
+    log.warning("%s: %s", clip.name, warning)
+    plan.fall_back(warning)
+    for name in (MASK_NAME, OVERLAY_NAME):
+        (tmp / name).unlink(missing_ok=True)
+    stats = _stream(clip, tmp, plan.predictor, spec, config, threshold, fps_hint, progress)
+    stats.warnings.append(warning)
+    stats.stream_s = time.perf_counter() - t0
+    return stats
+
+
 def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config: SegmentConfig,
-            threshold: float, fps_hint: float, progress: bool) -> StreamResult:
+            threshold: float, fps_hint: float, progress: bool, *, check: ClipCheck | None = None,
+            check_fp32: Predictor | None = None, stop_early: bool = False) -> StreamResult:
     """Decode (thread) -> inference (this thread) -> masks, overlay, curve (thread).
+
+    With ``check``, its check frames also go through ``check_fp32`` and into the check;
+    ``stop_early`` raises :class:`_Int8Disagrees` as soon as the check cannot pass.
 
     The layout is resolved before any thread starts. Any stage failing, or an
     interrupt of this thread, stops all three within about
@@ -391,6 +460,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                 item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
                              prepare_panel(crop(f.image, layout.us), size))
                 item.repeat_of = repeats(item.index, item.ceus_in, item.us_in)
+                item.check = check is not None and item.repeat_of is None and check.wants(item.time_s)
                 if item.repeat_of is None:  # changes between acquired frames, not their repeats
                     if previous is not None:
                         changes["ceus"].append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
@@ -422,6 +492,14 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
 
         def run_batch() -> None:
             probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
+            checked = [i for i, b in enumerate(batch) if b.check]
+            if checked:
+                ref = check_fp32(np.stack([batch[i].ceus_in for i in checked]),
+                                 np.stack([batch[i].us_in for i in checked]))
+                for i, p32 in zip(checked, ref):
+                    check.add(batch[i].time_s, to_gray(crop(batch[i].image, ceus)), p32, probs[i])
+                if stop_early and check.failed_early:
+                    raise _Int8Disagrees()
             for b, p in zip(batch, probs):
                 for it, sp in smoother.push(b, p):
                     ready[it.index] = sp
