@@ -111,6 +111,26 @@ def is_storage_refusal(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, mode: int = 0o666) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created with ``mode`` less the umask,
+    and its folder, when missing) for the block; other processes wait. The kernel drops
+    the lock when the holder dies. A no-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not Linux/macOS
+        yield
+        return
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+@contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` on success.
 

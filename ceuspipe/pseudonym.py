@@ -21,9 +21,7 @@ import json
 import os
 import re
 import secrets
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ceuspipe.errors import InputError, OutputError
 
@@ -43,18 +41,11 @@ def check_keyfile_outside(keyfile: str | os.PathLike, *outputs: str | os.PathLik
                                        "(it holds the mapping back to patient ids)")
 
 
-@contextmanager
-def _key_lock(keyfile: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``KEYFILE.lock`` (created 0600 beside it) for the block."""
-    import fcntl
+def _key_lock(keyfile: Path):
+    """The exclusive lock on ``KEYFILE.lock`` (0600, beside the key) that guards the key."""
+    from ceuspipe.fsutil import exclusive_lock
 
-    keyfile.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(keyfile.with_name(keyfile.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing drops the lock
+    return exclusive_lock(keyfile.with_name(keyfile.name + ".lock"), 0o600)
 
 
 class Pseudonymizer:

@@ -21,7 +21,6 @@ name or frames.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ceuspipe.errors import InputError
+from ceuspipe.fsutil import exclusive_lock
 from ceuspipe.segment.calibration import PanelPairs, clip_frames
 from ceuspipe.video.layout import LayoutOptions
 
@@ -73,22 +73,6 @@ def int8_path(fp32_path: str | os.PathLike) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}-int8-{key}.onnx")
 
 
-@contextlib.contextmanager
-def _exclusive(lock_file: Path):
-    """Hold an exclusive ``flock`` on ``lock_file`` (a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not Linux/macOS
-        yield
-        return
-    with open(lock_file, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def cached_int8(spec, fp32_path: str | os.PathLike, clip: str | os.PathLike,
                 layout: LayoutOptions, duration_hint_s: float | None = None) -> CachedInt8:
     """The cached int8 model of checkpoint ``spec`` (exported to ``fp32_path``), calibrating
@@ -100,7 +84,7 @@ def cached_int8(spec, fp32_path: str | os.PathLike, clip: str | os.PathLike,
     path = int8_path(fp32_path)
     if path.is_file():
         return CachedInt8(path, read_metadata(path)["quantization"], False)
-    with _exclusive(path.with_name(path.name + ".lock")):
+    with exclusive_lock(path.with_name(path.name + ".lock")):
         if path.is_file():  # another process calibrated it while this one waited
             return CachedInt8(path, read_metadata(path)["quantization"], False)
         log.info("calibrating an int8 model of %s on %s (cached at %s)", spec.path, Path(clip).name, path)
