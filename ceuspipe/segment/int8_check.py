@@ -32,11 +32,6 @@ MIN_DICE = 0.95
 MAX_CURVE_DIFFERENCE = 0.05
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
-
-
 class ClipCheck:
     """Collects int8-vs-fp32 agreement on check frames of one clip.
 
@@ -82,11 +77,13 @@ class ClipCheck:
 
     def add(self, time_s: float, grey_panel: np.ndarray, prob_fp32: np.ndarray, prob_int8: np.ndarray) -> None:
         """One check frame: ``grey_panel`` ``(h, w) uint8`` CEUS panel; probabilities ``(S, S) float32``."""
+        from ceuspipe.train.metrics import dice_iou  # the training metric (1 when both are empty)
+
         h, w = grey_panel.shape[:2]
         m32 = probability_to_mask(prob_fp32, h, w, self.threshold).astype(bool)
         m8 = probability_to_mask(prob_int8, h, w, self.threshold).astype(bool)
         self.times.append(float(time_s))
-        self.dice.append(_dice(m32, m8))
+        self.dice.append(dice_iou(m32, m8)[0])
         self.power_fp32.append(mean_linear_power(grey_panel, m32, self.dynamic_range_db) if m32.any() else 0.0)
         self.power_int8.append(mean_linear_power(grey_panel, m8, self.dynamic_range_db) if m8.any() else 0.0)
 

@@ -56,7 +56,7 @@ from ceuspipe.report.exam import REPORT_NAME, write_exam_report
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
-from ceuspipe.segment.int8_check import ClipCheck
+from ceuspipe.segment.int8_check import MIN_DICE, ClipCheck
 from ceuspipe.segment.precision import PrecisionPlan, plan_precision
 from ceuspipe.segment.predictor import Predictor, prepare_panel, probability_to_mask
 from ceuspipe.segment.repeats import RepeatDetector
@@ -125,7 +125,7 @@ class SegmentConfig(LayoutOptions):
     clean_masks: bool = False
     dedupe: bool = True
     precision: str = "auto"
-    int8_min_dice: float = 0.95
+    int8_min_dice: float = MIN_DICE
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
