@@ -53,14 +53,15 @@ def require_ffmpeg() -> str:
 
 def make_phantom_clip(out_dir: Path, duration_s: float, fps: float, width: int = 800,
                       height: int = 450, seed: int = 0) -> Path:
-    """Generate one phantom clip with ``ceuspipe synth`` (cached by its parameters)."""
+    """Generate one phantom clip with ``ceuspipe synth`` (cached by its parameters; a
+    folder left by an interrupted run, without its completion mark, is made again)."""
     folder = out_dir / f"phantom_{int(duration_s)}s_{fps:g}fps_{width}x{height}_s{seed}"
-    clips = sorted(folder.rglob("*.mp4")) if folder.exists() else []
-    if not clips:
+    done = folder / ".complete"
+    if not done.exists():
         shutil.rmtree(folder, ignore_errors=True)
         subprocess.run(ceuspipe_cmd() + ["-q", "synth", str(folder), "--patients", "1",
                                          "--duration-s", str(duration_s), "--fps", str(fps),
                                          "--width", str(width), "--height", str(height),
                                          "--seed", str(seed)], check=True)
-        clips = sorted(folder.rglob("*.mp4"))
-    return clips[0]
+        done.touch()
+    return sorted(p for p in folder.rglob("*.mp4") if not p.name.startswith("."))[0]

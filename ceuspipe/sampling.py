@@ -63,7 +63,7 @@ class TimeSampler:
         self.next_n = 0
         self.decoded = 0
         self.last_time_s = 0.0
-        #: How the source decoded the clip ("skip-nonref", "full" or "dicom"; None before
+        #: How the source decoded the clip ("skip-nonref", "skip-tails", "full" or "dicom"; None before
         #: reading) and why it did not skip (None when it did), set via :meth:`record_path`.
         self.decode_path: str | None = None
         self.decode_note: str | None = None
@@ -89,15 +89,25 @@ class TimeSampler:
         knows all times before decoding (packet timestamps) uses it to decode only what the
         samples need; it simulates the sampler from its current state and changes nothing.
         """
-        if self.sample_fps is None:
-            return set(range(len(times_s)))
+        return self.shadow().plan_ahead(times_s)
+
+    def shadow(self) -> "TimeSampler":
+        """A copy of this sampler's state, for planning ahead with :meth:`plan_ahead`."""
         shadow = TimeSampler(self.sample_fps)
         shadow.next_n = self.next_n
+        return shadow
+
+    def plan_ahead(self, times_s: Sequence[float]) -> set[int]:
+        """:meth:`plan` that also advances this sampler past ``times_s``, so that a
+        :meth:`shadow` can plan a stream piece by piece (the next call continues where
+        this one stopped)."""
+        if self.sample_fps is None:
+            return set(range(len(times_s)))
         keep: set[int] = set()
         for i, t in enumerate(times_s):
-            if shadow._reached(t) >= shadow.next_n:
+            if self._reached(t) >= self.next_n:
                 keep.add(i)
-                shadow.samples_for(t)
+                self.samples_for(t)
         return keep
 
     def record_path(self, path: str, note: str | None = None) -> None:

@@ -99,3 +99,20 @@ def test_topk_streaming_equals_batch(scores, k):
     items = top.items()
     assert [n for _, n, _ in items] == expected
     assert all(p == f"frame{n}" for _, n, p in items)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.001, 0.9), min_size=1, max_size=60),
+       st.sampled_from([0.5, 1.0, 3.0]), st.lists(st.integers(1, 20), min_size=1, max_size=10))
+def test_planning_ahead_in_pieces_equals_one_plan(gaps, fps, cuts):
+    """A shadow planning a stream group by group (the no-B-frames reader) keeps exactly the
+    frames one plan over every time keeps, the distinct samples of the definition."""
+    times = list(np.concatenate([[0.0], np.cumsum(gaps)]))
+    sampler = TimeSampler(fps)
+    whole = sampler.plan(times)
+    assert whole == set(brute_sample_indices(times, fps))
+    shadow, pieces, start = sampler.shadow(), set(), 0
+    for size in cuts + [len(times)]:
+        pieces |= {start + i for i in shadow.plan_ahead(times[start:start + size])}
+        start += size
+    assert pieces == whole and sampler.next_n == 0  # the sampler itself is untouched

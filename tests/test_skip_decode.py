@@ -111,16 +111,98 @@ def test_avi_decodes_every_frame(tmp_path, codec, options):
     assert_same(fast, sampled(path, 1.0, skip=False))
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
-def test_no_b_frames_decodes_plainly_after_the_first_packets(tmp_path, suffix, monkeypatch):
-    """Without B-frames nothing would be dropped: a plain full decode, with only the first
-    packets' timestamps read (probe lowered to 20 of the clip's 150 packets)."""
+#: Without B-frames, IDR pictures every 20 frames (scene cuts off: the texture's noise
+#: would otherwise place key frames at random).
+X264_NO_B_GOP = {"x264-params": "bframes=0:keyint=20:scenecut=0:log-level=error"}
+
+NO_B_CLIPS = {
+    "h264-mp4": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
+    "h264-mkv": dict(suffix=".mkv", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
+    "h264-ts": dict(suffix=".ts", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
+    "h264-2997": dict(suffix=".mp4", times=[k * 1001 / 30000 for k in range(200)], fps=30000 / 1001,
+                      options=X264_NO_B_GOP),
+    "h264-vfr": dict(suffix=".mp4", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+                     fps=25, options=X264_NO_B_GOP),
+    "h264-default-gop": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B),
+    "hevc": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265",
+                 options={"x265-params": "log-level=error:bframes=0:keyint=20:scenecut=0"}),
+    "mpeg4": dict(suffix=".mov", times=[i / 25 for i in range(100)], fps=25, codec="mpeg4", options={"g": "20"}),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_B_CLIPS))
+@pytest.mark.parametrize("fps", [1.0, 3.0])
+def test_no_b_frames_leave_out_group_tails_exactly(tmp_path, name, fps):
+    """Without B-frames the frames after a closed group's last sample are not decoded;
+    the samples still equal a full decode pixel for pixel."""
+    spec = dict(NO_B_CLIPS[name])
+    path = make_clip(tmp_path / f"c{spec.pop('suffix')}", spec.pop("times"), **spec)
+    fast = sampled(path, fps, skip=True)
+    assert fast[1].decode_path == "skip-tails", fast[1].decode_note
+    assert int(fast[1].decode_note.split()[0]) > 0, fast[1].decode_note
+    assert_same(fast, sampled(path, fps, skip=False))
+
+
+def test_no_b_frames_reads_only_the_first_packets_ahead(tmp_path, monkeypatch):
+    """The no-B-frames check pre-reads only the probe's packets (here 20 of 150); with
+    IDR pictures every 20 frames, 1 fps samples need 6 of every 25 frames or fewer."""
     monkeypatch.setattr(pyav_source, "NO_B_FRAMES_PROBE", 20)
-    path = make_clip(tmp_path / f"c{suffix}", [i / 25 for i in range(150)], fps=25, options=X264_NO_B)
+    path = make_clip(tmp_path / "c.mp4", [i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP)
     fast = sampled(path, 1.0, skip=True)
-    assert fast[1].decode_path == "full", fast[1].decode_note
-    assert "no B-frames" in fast[1].decode_note and "first 20 packets" in fast[1].decode_note
+    assert fast[1].decode_path == "skip-tails"
+    # Groups start at 0, 20, 40, ...; samples at 0, 25, 50, ...: decoded 0 | 20-25 | 40-50 | ...
+    assert fast[1].decode_note.startswith("109 of 150 frames not decoded"), fast[1].decode_note
     assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+@pytest.mark.parametrize("group", [1, 7, 600])
+def test_long_groups_are_decoded_as_they_come(tmp_path, monkeypatch, group):
+    """A cap on the packets held per group (memory on streams with rare IDR pictures):
+    exact at any cap, and a smaller cap leaves out no more than a larger one."""
+    monkeypatch.setattr(pyav_source, "MAX_GROUP_PACKETS", group)
+    path = make_clip(tmp_path / "c.mkv", [i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP)
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "skip-tails"
+    left_out = int(fast[1].decode_note.split()[0])
+    assert left_out == {1: 0, 7: 0, 600: 109}[group] or (group == 7 and 0 < left_out < 109), left_out
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+def test_recovery_points_are_not_taken_for_clean_starts(tmp_path):
+    """x264's periodic intra refresh flags recovery points as key frames although the P
+    frames after them may still refer to earlier ones: only IDR pictures end a group."""
+    from ceuspipe.video.random_access import clean_start_test
+
+    options = {"x264-params": "bframes=0:keyint=30:scenecut=0:intra-refresh=1:log-level=error"}
+    path = make_clip(tmp_path / "c.mp4", [i / 25 for i in range(150)], fps=25, options=options)
+    import av
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        test = clean_start_test("h264", s.codec_context.extradata)
+        flags = [(p.is_keyframe, test(bytes(p))) for p in c.demux(s) if p.size]
+    assert sum(k for k, _ in flags) > 2 and sum(c for _, c in flags) == 1  # only the first is IDR
+    fast = sampled(path, 1.0, skip=True)
+    assert fast[1].decode_path == "skip-tails", fast[1].decode_note
+    assert_same(fast, sampled(path, 1.0, skip=False))
+
+
+@pytest.mark.parametrize("suffix,codec,options", [
+    (".mp4", "libx264", X264_NO_B_GOP), (".ts", "libx264", X264_NO_B_GOP),
+    (".mkv", "libx265", {"x265-params": "log-level=error:bframes=0:keyint=20:scenecut=0"}),
+    (".mov", "mpeg4", {"g": "20"})])
+def test_clean_starts_are_the_idr_pictures(tmp_path, suffix, codec, options):
+    """Length-prefixed (MP4, Matroska) and start-code (MPEG-TS) packets, HEVC and MPEG-4
+    Part 2: with scene cuts off, exactly the key frames every 20 frames start a group."""
+    import av
+
+    from ceuspipe.video.random_access import clean_start_test
+
+    path = make_clip(tmp_path / f"c{suffix}", [i / 25 for i in range(60)], fps=25, codec=codec, options=options)
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        test = clean_start_test(s.codec_context.codec.name, s.codec_context.extradata)
+        clean = [i for i, p in enumerate(q for q in c.demux(s) if q.size) if test(bytes(p))]
+    assert clean == [0, 20, 40]
 
 
 def test_b_frames_after_the_probe_still_skip(tmp_path, monkeypatch):
@@ -148,15 +230,18 @@ def test_dicom_reads_selected_frames(tmp_path):
     assert_same(fast, sampled(path, 1.0, skip=False))
 
 
-def test_select_disagreeing_with_plan_restarts_in_full(tmp_path, caplog):
-    """A select that wants more than was planned: the decoder already dropped that frame,
-    so the reader decodes in full from the start and goes on after the last frame."""
+@pytest.mark.parametrize("options,extra", [(X264_B, 2.52), (X264_NO_B_GOP, 2.2)])
+def test_select_disagreeing_with_plan_restarts_in_full(tmp_path, caplog, options, extra):
+    """A select that wants more than was planned: the decoder already dropped that frame
+    (a non-reference B frame; without B-frames, frame 55 in the tail of the group 40-59
+    whose last sample is frame 50), so the reader decodes in full from the start and
+    goes on after the last frame."""
     spec = CLIPS["h264-b-cfr"]
-    path = make_clip(tmp_path / "c.mp4", spec["times"], fps=25, options=X264_B)
+    path = make_clip(tmp_path / "c.mp4", spec["times"], fps=25, options=options)
 
     def greedy(sampler):
         def sel(t):
-            return sampler(t) or abs(t - 2.52) < 1e-6  # 2.52 s is no 1 fps sample
+            return sampler(t) or abs(t - extra) < 1e-6  # no 1 fps sample
         return sel
 
     with caplog.at_level(logging.WARNING, logger="ceuspipe"):
@@ -165,7 +250,7 @@ def test_select_disagreeing_with_plan_restarts_in_full(tmp_path, caplog):
     assert fast[1].decode_path == "full" and "dropped frame was selected" in fast[1].decode_note
     assert any("decoding every frame from the start" in r.message for r in caplog.records)
     assert_same(fast, full)
-    assert 2.52 in [round(f.time_s, 6) for f, _ in fast[0]]
+    assert extra in [round(f.time_s, 6) for f, _ in fast[0]]
 
 
 def test_open_clip_reports_the_path(tmp_path):

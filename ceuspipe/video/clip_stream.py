@@ -169,7 +169,9 @@ class ClipStream:
     @property
     def decode_path(self) -> str | None:
         """How the source decoded this pass: ``"skip-nonref"`` (only the samples and the
-        frames they refer to), ``"full"`` (every frame), ``"dicom"``; None if not started."""
+        frames they refer to), ``"skip-tails"`` (no B-frames: each closed group of
+        pictures up to its last sample), ``"full"`` (every frame), ``"dicom"``; None if
+        not started."""
         return self.sampler.decode_path
 
     @property

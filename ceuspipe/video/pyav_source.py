@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,7 @@ import av
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.video import random_access
 from ceuspipe.video.frames import MAX_CLIP_S, Frame, RelativeClock, VideoInfo, check_exists
 
 log = logging.getLogger("ceuspipe")
@@ -213,18 +215,23 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
     ``threads`` enables FFmpeg's threaded decoding.
 
     ``presample`` (optional; :class:`~ceuspipe.sampling.TimeSampler` is one) has
-    ``plan(times_s) -> set of positions`` and ``record_path(path, note)``. With it,
+    ``plan(times_s) -> set of positions``, ``shadow()`` (a copy that plans ahead,
+    ``plan_ahead``) and ``record_path(path, note)``. With it,
     every packet's timestamp is read first (demuxing only), the samples are
     planned from the exact frame times, and the decoder is told to drop the
     non-reference frames that are not samples (``skip_frame``, set per packet):
-    path ``"skip-nonref"``. All references are still decoded, so the samples are
-    bit-identical to a full decode. ``select`` is still called once per frame, in
-    presentation order, also for dropped frames (counting is unchanged). Where that
-    is not exact or not possible (intra-only or unverified codec, missing or
-    duplicate packet timestamps, damaged file, nothing to drop: no B-frames, seen from
-    the header and the first packets without reading the rest, or every frame a sample)
-    the clip is decoded in full (path ``"full"``, with the reason); a surprise while decoding (a frame
-    that was not planned) restarts a full decode after the last frame handed out.
+    path ``"skip-nonref"``. A stream without B-frames (seen from the header and the
+    first packets) has no such frames; there the frames after the last sample of each
+    closed group of pictures (up to the next IDR picture, read from the bitstream by
+    :mod:`ceuspipe.video.random_access`) are not sent to the decoder: path
+    ``"skip-tails"``. Either way all references of the samples are still decoded, so
+    the samples are bit-identical to a full decode. ``select`` is still called once per
+    frame, in presentation order, also for dropped frames (counting is unchanged). Where
+    that is not exact or not possible (intra-only or unverified codec, missing or
+    duplicate packet timestamps, damaged file, every frame a sample) the clip is decoded
+    in full (path ``"full"``, with the reason); a surprise while decoding (a frame that
+    was not planned, packets out of order) restarts a full decode after the last frame
+    handed out.
 
     Times are ``pts * time_base`` relative to the first frame. A frame without
     pts uses its dts, else previous time + its duration, else previous time +
@@ -243,11 +250,17 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
             presample.record_path("full", note)
             log.debug("%s: decoding every frame (%s)", path, note)
     if plan is not None:
-        presample.record_path("skip-nonref")
-        resume = yield from _skip_frames(path, select, threads, plan)
-        if isinstance(resume, int):
-            presample.record_path("skip-nonref", f"{resume} of {len(plan.pts)} frames not decoded "
-                                                 "(neither samples nor references)")
+        if isinstance(plan, TailPlan):
+            name, why = "skip-tails", "after the last sample of a closed group of pictures"
+            reader = _tail_frames(path, select, threads, presample.shadow(), plan)
+        else:
+            name, why = "skip-nonref", "neither samples nor references"
+            reader = _skip_frames(path, select, threads, plan)
+        presample.record_path(name)
+        resume = yield from reader
+        if isinstance(resume, tuple):
+            dropped, total = resume
+            presample.record_path(name, f"{dropped} of {total} frames not decoded ({why})")
             return
         presample.record_path("full", resume.note)
         log.warning("%s: %s; decoding every frame from the start", path, resume.note)
@@ -413,9 +426,10 @@ class _Resume:
 
 def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     """Demux every packet (no decoding) and plan the samples; ``(None, reason)`` when
-    skipping would not be exact, or would drop nothing (no B-frames: the header's reorder
-    delay is 0 and the first :data:`NO_B_FRAMES_PROBE` packets come in presentation order,
-    none marked disposable)."""
+    skipping would not be exact or would drop nothing. A :class:`TailPlan` (after reading
+    only the first packets) when there are no B-frames: the header's reorder delay is 0
+    and the first :data:`NO_B_FRAMES_PROBE` packets come in presentation order, none
+    marked disposable."""
     try:
         container = _open(path)
     except InputError as err:
@@ -455,8 +469,7 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     if not pts:
         return None, "no packets"
     if not reorders:
-        return None, (f"no B-frames (reorder delay 0, no reordering in the first {len(pts)} "
-                      "packets): nothing to drop")
+        return TailPlan(random_access.clean_start_test(codec.name, stream.codec_context.extradata)), None
     pts.sort()
     if any(a == b for a, b in zip(pts, pts[1:])):
         return None, "duplicate packet timestamps"
@@ -473,7 +486,7 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
 
 def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
     """Decode with non-sample, non-reference frames dropped; call ``select`` for every
-    planned frame in presentation order. Returns the number of frames the decoder dropped
+    planned frame in presentation order. Returns ``(frames the decoder dropped, frames)``
     when done, a :class:`_Resume` when something unplanned came out of the decoder (the
     caller decodes in full from there)."""
     container, stream = _open_decoder(path, threads)
@@ -536,4 +549,142 @@ def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
         return _Resume(last.time_s, last.accepted, f"damaged file while skipping frames ({err})")
     finally:
         container.close()
-    return dropped
+    return dropped, n
+
+
+# --------------------------------------------------------------------------- streams without B-frames
+
+#: Packets of one group of pictures held (compressed) while looking for its end. A group
+#: longer than this is decoded as far as it came without waiting, which bounds memory on
+#: streams with rare or no IDR pictures (their tails are then only partly left out).
+MAX_GROUP_PACKETS = 600
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """A stream without reordering: decode each closed group of pictures only up to its
+    last sample. ``is_clean_start(packet_bytes)`` tells the packets that start a group
+    (:func:`ceuspipe.video.random_access.clean_start_test`; ``None``: none can be told,
+    so nothing is left out but the tail of the last group)."""
+
+    is_clean_start: Callable[[bytes], bool] | None
+
+
+class _Unplanned(Exception):
+    """The tail-skipping reader met something its plan did not foresee."""
+
+    def __init__(self, resume: _Resume):
+        super().__init__(resume.note)
+        self.resume = resume
+
+
+def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
+    """Decode a stream without reordering group by group (packets held from one clean
+    start to the next, at most :data:`MAX_GROUP_PACKETS`); the packets after a group's
+    last sample are not sent to the decoder. ``planner`` is a shadow of the sampler
+    (``plan_ahead``), run ahead of ``select`` because frame threads hand frames out late.
+    Same contract as :func:`_skip_frames`: ``(frames left out, frames)`` when done, a
+    :class:`_Resume` when the caller must decode in full from the last frame handed out."""
+    container, stream = _open_decoder(path, threads)
+    base = Fraction(_fraction(stream, "time_base") or Fraction(1, 90000))
+    clock = RelativeClock()
+    is_clean = plan.is_clean_start
+    #: (pts, time_s, sent to the decoder) of every frame planned and not yet given to select.
+    expected: deque[tuple[int, float, bool]] = deque()
+    last = _Resume(-1.0, False, "")
+    orient = IDENTITY
+    first = True
+    position = 0  # frames given to select so far
+    dropped = total = 0
+
+    def give_up(note: str, resume: _Resume | None = None):
+        raise _Unplanned(resume or _Resume(last.time_s, last.accepted, note))
+
+    def select_dropped() -> None:
+        nonlocal last, position
+        _, t, sent = expected.popleft()
+        if sent:
+            give_up("a frame sent to the decoder did not come out")
+        if select(t):
+            give_up("", _Resume(t, True, "a dropped frame was selected"))
+        last = _Resume(t, False, "")
+        position += 1
+
+    def came_out(frame) -> Iterator[Frame]:
+        nonlocal last, orient, first, position
+        if first:
+            orient = _frame_orientation(frame)
+            first = False
+        if frame.pts is None:
+            give_up("a frame came out without a timestamp")
+        while expected and expected[0][0] < frame.pts:
+            select_dropped()
+        if not expected or expected[0][0] != frame.pts or not expected[0][2]:
+            give_up("a frame came out that was not planned")
+        _, t, _ = expected.popleft()
+        index, position = position, position + 1
+        accepted = select(t)
+        last = _Resume(t, accepted, "")
+        if accepted:
+            image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
+            last = _Resume(t, False, "")  # handed out: a restart must not repeat it
+            yield Frame(index=index, time_s=t, image=image)
+
+    def send(group: list, times: list[float], closed: bool) -> Iterator[Frame]:
+        """Plan ``group``'s samples; decode it, or (``closed``: a clean start or the end
+        of the stream follows) only up to its last sample."""
+        nonlocal dropped
+        keep = planner.plan_ahead(times)
+        n_send = (max(keep) + 1 if keep else 0) if closed else len(group)
+        for i, (packet, t) in enumerate(zip(group, times)):
+            expected.append((packet.pts, t, i < n_send))
+            if i >= n_send:
+                dropped += 1
+                continue
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as err:
+                give_up(f"decode error while skipping frames ({err})")
+            for frame in frames:
+                yield from came_out(frame)
+
+    try:
+        group: list = []
+        times: list[float] = []
+        prev_pts = None
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue  # the end-of-stream marker: the decoder is flushed below
+            if packet.pts is None or (prev_pts is not None and packet.pts <= prev_pts) or packet.is_disposable:
+                give_up("packets out of presentation order after the first ones")
+            prev_pts = packet.pts
+            t = clock(packet.pts * base)
+            if not t <= MAX_CLIP_S:
+                give_up("timestamps beyond the longest clip believed")
+            if group and is_clean is not None and packet.is_keyframe and is_clean(bytes(packet)):
+                yield from send(group, times, closed=True)
+                group, times = [], []
+            group.append(packet)
+            times.append(t)
+            total += 1
+            if len(group) >= MAX_GROUP_PACKETS:
+                yield from send(group, times, closed=False)
+                group, times = [], []
+        yield from send(group, times, closed=True)
+        try:
+            flushed = stream.codec_context.decode(None)
+        except av.FFmpegError as err:
+            give_up(f"decode error while skipping frames ({err})")
+        for frame in flushed:
+            yield from came_out(frame)
+        while expected:
+            select_dropped()
+    except _Unplanned as stop:
+        return stop.resume
+    except av.FFmpegError as err:
+        return _Resume(last.time_s, last.accepted, f"damaged file while skipping frames ({err})")
+    finally:
+        container.close()
+    if total == 0:
+        return _Resume(last.time_s, last.accepted, "no frames")
+    return dropped, total

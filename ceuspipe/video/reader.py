@@ -36,7 +36,7 @@ class VideoSource(Protocol):
     ``presample`` (a :class:`~ceuspipe.sampling.TimeSampler`, which is usually ``select``
     too) lets a source that knows every frame's time before decoding it plan the samples
     and decode only what they need; the source reports the path it took through
-    ``presample.record_path`` (``"skip-nonref"``, ``"full"`` or ``"dicom"``)."""
+    ``presample.record_path`` (``"skip-nonref"``, ``"skip-tails"``, ``"full"`` or ``"dicom"``)."""
 
     path: Path
 
