@@ -21,6 +21,8 @@ X264_B = {"x264-params": "bframes=3:b-adapt=0:log-level=error"}     # b-pyramid:
 X264_FLAT_B = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=none:log-level=error"}
 X265_B = {"x265-params": "log-level=error:bframes=4:b-adapt=0"}
 X264_NO_B = {"x264-params": "bframes=0:log-level=error"}
+X264_B_GOP = {"x264-params": "bframes=3:b-adapt=0:keyint=20:scenecut=0:log-level=error"}
+X265_B_GOP = {"x265-params": "log-level=error:bframes=4:b-adapt=0:keyint=20:scenecut=0:open-gop=0"}
 
 
 def moving(i: int, w: int, h: int) -> np.ndarray:
@@ -72,6 +74,13 @@ CLIPS = {
     "h264-b-ts": dict(suffix=".ts", times=[i / 25 for i in range(100)], fps=25, options=X264_B),
     "mpeg4-b": dict(suffix=".mov", times=[i / 25 for i in range(100)], fps=25, codec="mpeg4",
                     options={"bf": "2", "g": "30"}),
+    # IDR pictures every 20 frames: the tail of each group after its last sample is not sent
+    "h264-b-gop": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_B_GOP),
+    "h264-b-gop-ts": dict(suffix=".ts", times=[i / 25 for i in range(150)], fps=25, options=X264_B_GOP),
+    "h264-b-gop-vfr": dict(suffix=".mkv", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+                           fps=25, options=X264_B_GOP),
+    "hevc-b-gop": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265",
+                       options=X265_B_GOP),
 }
 
 
@@ -87,6 +96,27 @@ def test_skipping_path_equals_full_decode(tmp_path, name, fps):
     dropped = int(fast[1].decode_note.split()[0])
     assert dropped > 0  # the decoder really dropped frames
     assert_same(fast, full)
+
+
+@pytest.mark.parametrize("name,groups", [("h264-b-gop", 8), ("h264-b-gop-ts", 8), ("hevc-b-gop", 5),
+                                         ("hevc-b", 0), ("mpeg4-b", 0)])
+def test_group_tails_are_not_sent(tmp_path, name, groups):
+    """With B-frames, the packets after a closed group's last sample (decode order) are not
+    sent either. IDR pictures every 20 frames: every group has such a tail (groups 4 and
+    7 hold no 1 fps sample at all). HEVC counts only IDR pictures (x265's default CRA
+    starts are open) and MPEG-4 Part 2 none (its B-VOPs after an I-VOP refer to the VOP
+    before it): there only the tail after the clip's last sample goes."""
+    spec = dict(CLIPS[name])
+    path = make_clip(tmp_path / f"c{spec.pop('suffix')}", spec.pop("times"), **spec)
+    plan, note = pyav_source._plan_skips(path, TimeSampler(1.0))
+    assert note is None
+    assert not plan.unsent & plan.keep_pts
+    index = {p: round(t * 25) for p, t in zip(plan.pts, plan.times_s)}
+    last_sample = max(index[p] for p in plan.keep_pts)
+    if groups:
+        assert len({index[p] // 20 for p in plan.unsent}) == groups
+    else:  # one group: what follows the last sample in decode order (B-frames reorder by < 4)
+        assert plan.unsent and min(index[p] for p in plan.unsent) > last_sample - 4
 
 
 def test_skipping_with_one_decoder_thread(tmp_path):
@@ -178,7 +208,7 @@ def test_recovery_points_are_not_taken_for_clean_starts(tmp_path):
     import av
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        test = clean_start_test("h264", s.codec_context.extradata)
+        test = clean_start_test("h264", s.codec_context.extradata, reordering=False)
         flags = [(p.is_keyframe, test(bytes(p))) for p in c.demux(s) if p.size]
     assert sum(k for k, _ in flags) > 2 and sum(c for _, c in flags) == 1  # only the first is IDR
     fast = sampled(path, 1.0, skip=True)
@@ -200,7 +230,7 @@ def test_clean_starts_are_the_idr_pictures(tmp_path, suffix, codec, options):
     path = make_clip(tmp_path / f"c{suffix}", [i / 25 for i in range(60)], fps=25, codec=codec, options=options)
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        test = clean_start_test(s.codec_context.codec.name, s.codec_context.extradata)
+        test = clean_start_test(s.codec_context.codec.name, s.codec_context.extradata, reordering=False)
         clean = [i for i, p in enumerate(q for q in c.demux(s) if q.size) if test(bytes(p))]
     assert clean == [0, 20, 40]
 

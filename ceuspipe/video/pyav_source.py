@@ -254,7 +254,7 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
             name, why = "skip-tails", "after the last sample of a closed group of pictures"
             reader = _tail_frames(path, select, threads, presample.shadow(), plan)
         else:
-            name, why = "skip-nonref", "neither samples nor references"
+            name, why = "skip-nonref", "neither samples nor frames they refer to"
             reader = _skip_frames(path, select, threads, plan)
         presample.record_path(name)
         resume = yield from reader
@@ -404,11 +404,13 @@ NO_B_FRAMES_PROBE = 250
 class SkipPlan:
     """Every frame of a clip from its packet timestamps: ``pts`` sorted (presentation
     order), ``times_s`` the matching times from the first frame (as :func:`_decode`
-    computes them), ``keep`` the positions that must be decoded (the samples)."""
+    computes them), ``keep`` the positions that must be decoded (the samples),
+    ``unsent`` the packets (pts) not even sent to the decoder (group tails)."""
 
     pts: list[int]
     times_s: list[float]
     keep: set[int]
+    unsent: frozenset[int] = frozenset()
 
     @property
     def keep_pts(self) -> set[int]:
@@ -448,9 +450,12 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
         base = _fraction(stream, "time_base")
         if base is None:
             return None, "no stream time base"
-        # Nothing to drop without B-frames: then stop reading after the first packets.
+        # Without B-frames, stop reading after the first packets (TailPlan decodes groups).
         reorders = stream.codec_context.reorder_depth > 0
-        pts: list[int] = []
+        extradata = stream.codec_context.extradata
+        is_clean = random_access.clean_start_test(codec.name, extradata, reordering=True)
+        pts: list[int] = []  # decode order
+        starts: list[int] = []  # positions in pts of packets that start a closed group
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -459,6 +464,8 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
                     return None, "packets without timestamps"
                 if (pts and packet.pts < pts[-1]) or packet.is_disposable:
                     reorders = True
+                if is_clean is not None and packet.is_keyframe and is_clean(bytes(packet)):
+                    starts.append(len(pts))
                 pts.append(packet.pts)
                 if not reorders and len(pts) >= NO_B_FRAMES_PROBE:
                     break
@@ -469,7 +476,8 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     if not pts:
         return None, "no packets"
     if not reorders:
-        return TailPlan(random_access.clean_start_test(codec.name, stream.codec_context.extradata)), None
+        return TailPlan(random_access.clean_start_test(codec.name, extradata, reordering=False)), None
+    decode_order = list(pts)
     pts.sort()
     if any(a == b for a, b in zip(pts, pts[1:])):
         return None, "duplicate packet timestamps"
@@ -481,7 +489,21 @@ def _plan_skips(path: Path, presample) -> tuple[SkipPlan | None, str | None]:
     keep = presample.plan(times)
     if len(keep) == len(pts):
         return None, "every frame is a sample"
-    return SkipPlan(pts, times, keep), None
+    return SkipPlan(pts, times, keep, _group_tails(decode_order, starts, {pts[i] for i in keep})), None
+
+
+def _group_tails(decode_order: list[int], starts: list[int], keep_pts: set[int]) -> frozenset[int]:
+    """Packets (pts) after the last sample, in decode order, of each closed group of
+    pictures (``starts``: positions in ``decode_order`` where groups begin; the last group
+    runs to the end): a sample's references come before it in decode order, and nothing
+    after the next group's start refers back, so these are not needed."""
+    tails: set[int] = set()
+    bounds = [0, *(s for s in starts if s > 0), len(decode_order)]
+    for a, b in zip(bounds, bounds[1:]):
+        group = decode_order[a:b]
+        last = max((j for j, p in enumerate(group) if p in keep_pts), default=-1)
+        tails.update(group[last + 1:])
+    return frozenset(tails)
 
 
 def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
@@ -502,6 +524,8 @@ def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
         current = None
         for packet in container.demux(stream):
             if packet.size:
+                if packet.pts in plan.unsent:
+                    continue
                 wanted = "DEFAULT" if packet.pts in keep_pts else "NONREF"
                 if wanted != current:
                     cc.skip_frame = current = wanted

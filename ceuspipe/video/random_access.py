@@ -8,11 +8,16 @@ frame (open GOP, recovery point), after which P frames may still refer to frames
 before it. So the packet's own headers are read:
 
 * H.264: every slice of the picture is an IDR slice (NAL type 5);
-* HEVC: every slice is an IRAP picture (BLA, IDR or CRA, NAL types 16-21). A CRA
-  is only clean for pictures that follow it in output order too; the caller
-  ensures there is no reordering (leading pictures would show as such);
-* MPEG-4 Part 2: the VOP is intra coded (``vop_coding_type`` 0) and the stream
-  has no B-VOPs (again the caller's no-reordering check).
+* HEVC: every slice is an IDR picture (NAL types 19, 20). In a stream without
+  reordering also BLA and CRA pictures (16-21): only their leading pictures
+  (displayed before them, decoded after) may refer further back, and there are
+  none then;
+* MPEG-4 Part 2, only in a stream without reordering: the VOP is intra coded
+  (``vop_coding_type`` 0). With B-VOPs, the B-VOPs after an I-VOP refer to the
+  VOP before it.
+
+The caller says whether the stream reorders and checks, as it decodes, that it
+does not where it said so.
 
 Packets are in the container's own layout: length-prefixed NAL units (MP4,
 Matroska; the prefix size comes from the ``avcC``/``hvcC`` extradata) or Annex B
@@ -29,15 +34,18 @@ CODECS = frozenset({"h264", "hevc", "mpeg4"})
 _H264_IDR = 5
 _H264_VCL = range(1, 6)
 _HEVC_IRAP = range(16, 22)
+_HEVC_IDR = range(19, 21)
 _HEVC_VCL = range(0, 32)
 _MPEG4_VOP_START = b"\x00\x00\x01\xb6"
 
 
-def clean_start_test(codec: str, extradata: bytes | None) -> Callable[[bytes], bool] | None:
+def clean_start_test(codec: str, extradata: bytes | None, *,
+                     reordering: bool) -> Callable[[bytes], bool] | None:
     """``test(packet_bytes) -> bool`` for ``codec``: True when the packet starts a closed
-    group (see the module text); ``None`` for a codec this module cannot read."""
+    group (see the module text) in a stream with or without ``reordering`` (B-frames);
+    ``None`` where this module cannot tell."""
     if codec == "mpeg4":
-        return _mpeg4_intra
+        return None if reordering else _mpeg4_intra
     if codec not in ("h264", "hevc"):
         return None
     length_size = _nal_length_size(codec, extradata or b"")
@@ -48,7 +56,7 @@ def clean_start_test(codec: str, extradata: bytes | None) -> Callable[[bytes], b
     else:
         def header_type(nal: bytes) -> int:
             return (nal[0] >> 1) & 0x3F
-        vcl, clean = _HEVC_VCL, _HEVC_IRAP
+        vcl, clean = _HEVC_VCL, (_HEVC_IDR if reordering else _HEVC_IRAP)
 
     def test(data: bytes) -> bool:
         types = [header_type(nal) for nal in _nal_units(data, length_size) if nal]
