@@ -4,7 +4,8 @@ Targets (issue 16), on a 2-minute 800x450 25 fps H.264 clip:
 
 * with B-frames: at most 0.75x the time of ``ffmpeg -i clip -vf fps=1 -f null -`` and
   faster than ``scenedetect -i clip --frame-skip 24 detect-content``;
-* without B-frames (nothing to skip): at most 1.05x a bare PyAV decode of every frame
+* without B-frames (no non-reference frames; only the frames after each closed group's
+  last sample can be left out): at most 1.05x a bare PyAV decode of every frame
   (decoder threads = cores, no conversion);
 * peak memory flat from a 1-minute to a 4-minute clip.
 
