@@ -185,10 +185,13 @@ def test_no_b_frames_reads_only_the_first_packets_ahead(tmp_path, monkeypatch):
     assert_same(fast, sampled(path, 1.0, skip=False))
 
 
-@pytest.mark.parametrize("group", [1, 7, 600])
+@pytest.mark.parametrize("group", [1, 7, 600, "bytes"])
 def test_long_groups_are_decoded_as_they_come(tmp_path, monkeypatch, group):
-    """A cap on the packets held per group (memory on streams with rare IDR pictures):
-    exact at any cap, and a smaller cap leaves out no more than a larger one."""
+    """A cap on the packets (or bytes) held per group (memory on streams with rare IDR
+    pictures): exact at any cap, and a smaller cap leaves out no more than a larger one."""
+    if group == "bytes":
+        monkeypatch.setattr(pyav_source, "MAX_GROUP_BYTES", 1)  # every packet is over it
+        group = 1
     monkeypatch.setattr(pyav_source, "MAX_GROUP_PACKETS", group)
     path = make_clip(tmp_path / "c.mkv", [i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP)
     fast = sampled(path, 1.0, skip=True)

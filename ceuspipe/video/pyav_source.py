@@ -578,10 +578,12 @@ def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
 
 # --------------------------------------------------------------------------- streams without B-frames
 
-#: Packets of one group of pictures held (compressed) while looking for its end. A group
-#: longer than this is decoded as far as it came without waiting, which bounds memory on
-#: streams with rare or no IDR pictures (their tails are then only partly left out).
+#: Packets, and compressed bytes, of one group of pictures held while looking for its
+#: end. A group longer than this is decoded as far as it came without waiting, which
+#: bounds memory on streams with rare or no IDR pictures (their tails are then only
+#: partly left out).
 MAX_GROUP_PACKETS = 600
+MAX_GROUP_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -604,7 +606,7 @@ class _Unplanned(Exception):
 
 def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
     """Decode a stream without reordering group by group (packets held from one clean
-    start to the next, at most :data:`MAX_GROUP_PACKETS`); the packets after a group's
+    start to the next, at most :data:`MAX_GROUP_PACKETS` or :data:`MAX_GROUP_BYTES`); the packets after a group's
     last sample are not sent to the decoder. ``planner`` is a shadow of the sampler
     (``plan_ahead``), run ahead of ``select`` because frame threads hand frames out late.
     Same contract as :func:`_skip_frames`: ``(frames left out, frames)`` when done, a
@@ -676,6 +678,7 @@ def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
         group: list = []
         times: list[float] = []
         prev_pts = None
+        held = 0  # bytes in group
         for packet in container.demux(stream):
             if not packet.size:
                 continue  # the end-of-stream marker: the decoder is flushed below
@@ -688,10 +691,13 @@ def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
             if group and is_clean is not None and packet.is_keyframe and is_clean(bytes(packet)):
                 yield from send(group, times, closed=True)
                 group, times = [], []
+            if not group:
+                held = 0
             group.append(packet)
             times.append(t)
             total += 1
-            if len(group) >= MAX_GROUP_PACKETS:
+            held += packet.size
+            if len(group) >= MAX_GROUP_PACKETS or held >= MAX_GROUP_BYTES:
                 yield from send(group, times, closed=False)
                 group, times = [], []
         yield from send(group, times, closed=True)
