@@ -63,21 +63,26 @@ def assert_same(fast, full):
     assert (sa.decoded, sa.last_time_s) == (sb.decoded, sb.last_time_s)
 
 
+#: Frame times (s) of the test clips: constant 25 fps, NTSC 29.97 fps, variable.
+CFR = [i / 25 for i in range(150)]
+NTSC = [k * 1001 / 30000 for k in range(200)]
+VFR = list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30))
+
 CLIPS = {
-    "h264-b-cfr": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_B),
+    "h264-b-cfr": dict(suffix=".mp4", times=CFR, fps=25, options=X264_B),
     "h264-flat-b-mkv": dict(suffix=".mkv", times=[i / 25 for i in range(120)], fps=25, options=X264_FLAT_B),
-    "h264-b-2997": dict(suffix=".mp4", times=[k * 1001 / 30000 for k in range(200)], fps=30000 / 1001,
+    "h264-b-2997": dict(suffix=".mp4", times=NTSC, fps=30000 / 1001,
                         options=X264_B),
-    "h264-b-vfr": dict(suffix=".mp4", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+    "h264-b-vfr": dict(suffix=".mp4", times=VFR,
                        fps=25, options=X264_B),
     "hevc-b": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265", options=X265_B),
     "h264-b-ts": dict(suffix=".ts", times=[i / 25 for i in range(100)], fps=25, options=X264_B),
     "mpeg4-b": dict(suffix=".mov", times=[i / 25 for i in range(100)], fps=25, codec="mpeg4",
                     options={"bf": "2", "g": "30"}),
     # IDR pictures every 20 frames: the tail of each group after its last sample is not sent
-    "h264-b-gop": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_B_GOP),
-    "h264-b-gop-ts": dict(suffix=".ts", times=[i / 25 for i in range(150)], fps=25, options=X264_B_GOP),
-    "h264-b-gop-vfr": dict(suffix=".mkv", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+    "h264-b-gop": dict(suffix=".mp4", times=CFR, fps=25, options=X264_B_GOP),
+    "h264-b-gop-ts": dict(suffix=".ts", times=CFR, fps=25, options=X264_B_GOP),
+    "h264-b-gop-vfr": dict(suffix=".mkv", times=VFR,
                            fps=25, options=X264_B_GOP),
     "hevc-b-gop": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265",
                        options=X265_B_GOP),
@@ -146,14 +151,14 @@ def test_avi_decodes_every_frame(tmp_path, codec, options):
 X264_NO_B_GOP = {"x264-params": "bframes=0:keyint=20:scenecut=0:log-level=error"}
 
 NO_B_CLIPS = {
-    "h264-mp4": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
-    "h264-mkv": dict(suffix=".mkv", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
-    "h264-ts": dict(suffix=".ts", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP),
-    "h264-2997": dict(suffix=".mp4", times=[k * 1001 / 30000 for k in range(200)], fps=30000 / 1001,
+    "h264-mp4": dict(suffix=".mp4", times=CFR, fps=25, options=X264_NO_B_GOP),
+    "h264-mkv": dict(suffix=".mkv", times=CFR, fps=25, options=X264_NO_B_GOP),
+    "h264-ts": dict(suffix=".ts", times=CFR, fps=25, options=X264_NO_B_GOP),
+    "h264-2997": dict(suffix=".mp4", times=NTSC, fps=30000 / 1001,
                       options=X264_NO_B_GOP),
-    "h264-vfr": dict(suffix=".mp4", times=list(np.cumsum([0.0] + [0.02, 0.05, 0.031, 0.11, 0.04] * 30)),
+    "h264-vfr": dict(suffix=".mp4", times=VFR,
                      fps=25, options=X264_NO_B_GOP),
-    "h264-default-gop": dict(suffix=".mp4", times=[i / 25 for i in range(150)], fps=25, options=X264_NO_B),
+    "h264-default-gop": dict(suffix=".mp4", times=CFR, fps=25, options=X264_NO_B),
     "hevc": dict(suffix=".mkv", times=[i / 25 for i in range(100)], fps=25, codec="libx265",
                  options={"x265-params": "log-level=error:bframes=0:keyint=20:scenecut=0"}),
     "mpeg4": dict(suffix=".mov", times=[i / 25 for i in range(100)], fps=25, codec="mpeg4", options={"g": "20"}),
