@@ -506,6 +506,85 @@ def _group_tails(decode_order: list[int], starts: list[int], keep_pts: set[int])
     return frozenset(tails)
 
 
+class _Unplanned(Exception):
+    """A skipping reader met something its plan did not foresee."""
+
+    def __init__(self, resume: _Resume):
+        super().__init__(resume.note)
+        self.resume = resume
+
+
+class _PlannedFrames:
+    """Frames planned from packet timestamps, matched with what the decoder hands out.
+
+    :meth:`plan` each frame in presentation order, ``must`` when it is sure to come out
+    of the decoder (a sample, or a frame sent without skipping); :meth:`came_out` with
+    each decoded frame calls ``select`` for every planned frame up to it (those the
+    decoder dropped included) and yields it as a :class:`Frame` when selected;
+    :meth:`finish` at the end of the stream. Anything the plan did not foresee raises
+    :class:`_Unplanned` with where a full decode must resume. ``passed_over`` counts
+    the planned frames that never came out; ``missing`` names a ``must`` frame that did
+    not."""
+
+    def __init__(self, select, missing: str):
+        self.select = select
+        self.missing = missing
+        self.expected: deque[tuple[int, float, bool]] = deque()  # (pts, time_s, must)
+        self.last = _Resume(-1.0, False, "")
+        self.orient = IDENTITY
+        self.first = True
+        self.position = 0  # planned frames given to select so far
+        self.passed_over = 0
+
+    def plan(self, pts: int, time_s: float, must: bool) -> None:
+        self.expected.append((pts, time_s, must))
+
+    def give_up(self, note: str, resume: _Resume | None = None):
+        raise _Unplanned(resume or _Resume(self.last.time_s, self.last.accepted, note))
+
+    def _pass_over(self) -> None:
+        _, t, must = self.expected.popleft()
+        if must:
+            self.give_up(self.missing)
+        if self.select(t):
+            self.give_up("", _Resume(t, True, "a dropped frame was selected"))
+        self.last = _Resume(t, False, "")
+        self.position += 1
+        self.passed_over += 1
+
+    def came_out(self, frame) -> Iterator[Frame]:
+        if self.first:
+            self.orient = _frame_orientation(frame)
+            self.first = False
+        if frame.pts is None:
+            self.give_up("a frame came out that was not planned")
+        while self.expected and self.expected[0][0] < frame.pts:
+            self._pass_over()
+        if not self.expected or self.expected[0][0] != frame.pts:
+            self.give_up("a frame came out that was not planned")
+        _, t, _ = self.expected.popleft()
+        index, self.position = self.position, self.position + 1
+        accepted = self.select(t)
+        self.last = _Resume(t, accepted, "")
+        if accepted:
+            image = apply_orientation(frame.to_ndarray(format="rgb24"), self.orient)
+            self.last = _Resume(t, False, "")  # handed out: a restart must not repeat it
+            yield Frame(index=index, time_s=t, image=image)
+
+    def decode(self, packet, codec_context=None) -> Iterator[Frame]:
+        """Decode ``packet`` (``None``: flush ``codec_context``) and hand out what comes out."""
+        try:
+            frames = packet.decode() if packet is not None else codec_context.decode(None)
+        except av.FFmpegError as err:
+            self.give_up(f"decode error while skipping frames ({err})")
+        for frame in frames:
+            yield from self.came_out(frame)
+
+    def finish(self) -> None:
+        while self.expected:
+            self._pass_over()
+
+
 def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
     """Decode with non-sample, non-reference frames dropped; call ``select`` for every
     planned frame in presentation order. Returns ``(frames the decoder dropped, frames)``
@@ -514,12 +593,9 @@ def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
     container, stream = _open_decoder(path, threads)
     cc = stream.codec_context
     keep_pts = plan.keep_pts
-    n = len(plan.pts)
-    k = 0  # next planned position
-    last = _Resume(-1.0, False, "")
-    orient = IDENTITY
-    first = True
-    dropped = 0
+    planned = _PlannedFrames(select, missing="a planned sample was not decoded")
+    for i, (pts, t) in enumerate(zip(plan.pts, plan.times_s)):
+        planned.plan(pts, t, must=i in plan.keep)
     try:
         current = None
         for packet in container.demux(stream):
@@ -529,51 +605,15 @@ def _skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
                 wanted = "DEFAULT" if packet.pts in keep_pts else "NONREF"
                 if wanted != current:
                     cc.skip_frame = current = wanted
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as err:
-                return _Resume(last.time_s, last.accepted, f"decode error while skipping frames ({err})")
-            for frame in frames:
-                if first:
-                    orient = _frame_orientation(frame)
-                    first = False
-                # Frames the decoder dropped (planned non-samples) come before this one.
-                while k < n and plan.pts[k] < (frame.pts if frame.pts is not None else -1 << 62):
-                    if k in plan.keep:
-                        return _Resume(last.time_s, last.accepted, "a planned sample was not decoded")
-                    t = plan.times_s[k]
-                    accepted = select(t)
-                    last = _Resume(t, accepted, "")
-                    if accepted:
-                        return _Resume(t, True, "a dropped frame was selected")
-                    k += 1
-                    dropped += 1
-                if k >= n or frame.pts != plan.pts[k]:
-                    return _Resume(last.time_s, last.accepted, "a frame came out that was not planned")
-                t = plan.times_s[k]
-                index = k
-                k += 1
-                accepted = select(t)
-                last = _Resume(t, accepted, "")
-                if not accepted:
-                    continue
-                image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
-                last = _Resume(t, False, "")  # handed out: a restart must not repeat it
-                yield Frame(index=index, time_s=t, image=image)
-        while k < n:
-            if k in plan.keep:
-                return _Resume(last.time_s, last.accepted, "a planned sample was not decoded")
-            t = plan.times_s[k]
-            if select(t):
-                return _Resume(t, True, "a dropped frame was selected")
-            last = _Resume(t, False, "")
-            k += 1
-            dropped += 1
+            yield from planned.decode(packet)
+        planned.finish()
+    except _Unplanned as stop:
+        return stop.resume
     except av.FFmpegError as err:
-        return _Resume(last.time_s, last.accepted, f"damaged file while skipping frames ({err})")
+        return _Resume(planned.last.time_s, planned.last.accepted, f"damaged file while skipping frames ({err})")
     finally:
         container.close()
-    return dropped, n
+    return planned.passed_over, len(plan.pts)
 
 
 # --------------------------------------------------------------------------- streams without B-frames
@@ -596,18 +636,10 @@ class TailPlan:
     is_clean_start: Callable[[bytes], bool] | None
 
 
-class _Unplanned(Exception):
-    """The tail-skipping reader met something its plan did not foresee."""
-
-    def __init__(self, resume: _Resume):
-        super().__init__(resume.note)
-        self.resume = resume
-
-
 def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
     """Decode a stream without reordering group by group (packets held from one clean
-    start to the next, at most :data:`MAX_GROUP_PACKETS` or :data:`MAX_GROUP_BYTES`); the packets after a group's
-    last sample are not sent to the decoder. ``planner`` is a shadow of the sampler
+    start to the next, at most :data:`MAX_GROUP_PACKETS` or :data:`MAX_GROUP_BYTES`);
+    the packets after a group's last sample are not sent to the decoder. ``planner`` is a shadow of the sampler
     (``plan_ahead``), run ahead of ``select`` because frame threads hand frames out late.
     Same contract as :func:`_skip_frames`: ``(frames left out, frames)`` when done, a
     :class:`_Resume` when the caller must decode in full from the last frame handed out."""
@@ -615,106 +647,52 @@ def _tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
     base = Fraction(_fraction(stream, "time_base") or Fraction(1, 90000))
     clock = RelativeClock()
     is_clean = plan.is_clean_start
-    #: (pts, time_s, sent to the decoder) of every frame planned and not yet given to select.
-    expected: deque[tuple[int, float, bool]] = deque()
-    last = _Resume(-1.0, False, "")
-    orient = IDENTITY
-    first = True
-    position = 0  # frames given to select so far
-    dropped = total = 0
-
-    def give_up(note: str, resume: _Resume | None = None):
-        raise _Unplanned(resume or _Resume(last.time_s, last.accepted, note))
-
-    def select_dropped() -> None:
-        nonlocal last, position
-        _, t, sent = expected.popleft()
-        if sent:
-            give_up("a frame sent to the decoder did not come out")
-        if select(t):
-            give_up("", _Resume(t, True, "a dropped frame was selected"))
-        last = _Resume(t, False, "")
-        position += 1
-
-    def came_out(frame) -> Iterator[Frame]:
-        nonlocal last, orient, first, position
-        if first:
-            orient = _frame_orientation(frame)
-            first = False
-        if frame.pts is None:
-            give_up("a frame came out without a timestamp")
-        while expected and expected[0][0] < frame.pts:
-            select_dropped()
-        if not expected or expected[0][0] != frame.pts or not expected[0][2]:
-            give_up("a frame came out that was not planned")
-        _, t, _ = expected.popleft()
-        index, position = position, position + 1
-        accepted = select(t)
-        last = _Resume(t, accepted, "")
-        if accepted:
-            image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
-            last = _Resume(t, False, "")  # handed out: a restart must not repeat it
-            yield Frame(index=index, time_s=t, image=image)
+    planned = _PlannedFrames(select, missing="a frame sent to the decoder did not come out")
 
     def send(group: list, times: list[float], closed: bool) -> Iterator[Frame]:
         """Plan ``group``'s samples; decode it, or (``closed``: a clean start or the end
         of the stream follows) only up to its last sample."""
-        nonlocal dropped
         keep = planner.plan_ahead(times)
         n_send = (max(keep) + 1 if keep else 0) if closed else len(group)
         for i, (packet, t) in enumerate(zip(group, times)):
-            expected.append((packet.pts, t, i < n_send))
-            if i >= n_send:
-                dropped += 1
-                continue
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as err:
-                give_up(f"decode error while skipping frames ({err})")
-            for frame in frames:
-                yield from came_out(frame)
+            planned.plan(packet.pts, t, must=i < n_send)
+            if i < n_send:
+                yield from planned.decode(packet)
 
     try:
         group: list = []
         times: list[float] = []
         prev_pts = None
         held = 0  # bytes in group
+        total = 0
         for packet in container.demux(stream):
             if not packet.size:
                 continue  # the end-of-stream marker: the decoder is flushed below
             if packet.pts is None or (prev_pts is not None and packet.pts <= prev_pts) or packet.is_disposable:
-                give_up("packets out of presentation order after the first ones")
+                planned.give_up("packets out of presentation order after the first ones")
             prev_pts = packet.pts
             t = clock(packet.pts * base)
             if not t <= MAX_CLIP_S:
-                give_up("timestamps beyond the longest clip believed")
+                planned.give_up("timestamps beyond the longest clip believed")
             if group and is_clean is not None and packet.is_keyframe and is_clean(bytes(packet)):
                 yield from send(group, times, closed=True)
-                group, times = [], []
-            if not group:
-                held = 0
+                group, times, held = [], [], 0
             group.append(packet)
             times.append(t)
             total += 1
             held += packet.size
             if len(group) >= MAX_GROUP_PACKETS or held >= MAX_GROUP_BYTES:
                 yield from send(group, times, closed=False)
-                group, times = [], []
+                group, times, held = [], [], 0
         yield from send(group, times, closed=True)
-        try:
-            flushed = stream.codec_context.decode(None)
-        except av.FFmpegError as err:
-            give_up(f"decode error while skipping frames ({err})")
-        for frame in flushed:
-            yield from came_out(frame)
-        while expected:
-            select_dropped()
+        yield from planned.decode(None, stream.codec_context)
+        planned.finish()
     except _Unplanned as stop:
         return stop.resume
     except av.FFmpegError as err:
-        return _Resume(last.time_s, last.accepted, f"damaged file while skipping frames ({err})")
+        return _Resume(planned.last.time_s, planned.last.accepted, f"damaged file while skipping frames ({err})")
     finally:
         container.close()
     if total == 0:
-        return _Resume(last.time_s, last.accepted, "no frames")
-    return dropped, total
+        return _Resume(planned.last.time_s, planned.last.accepted, "no frames")
+    return planned.passed_over, total
