@@ -92,6 +92,21 @@ def test_int8_graph_is_quantised_with_metadata(env, tmp_path):
     assert not [p for p in env["root"].iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_int8_weights_fit_the_non_vnni_dot_product(env):
+    """Every int8 weight lies in [-64, 64]: a pair of uint8 x int8 products then fits the
+    saturating int16 of VPMADDUBSW (x86 without VNNI), so the file is exact on any x86 CPU."""
+    from onnx import numpy_helper
+
+    from ceuspipe.segment.quantize import WEIGHT_LIMIT
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(env["int8"].path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims and np.prod(t.dims) > 1]
+    assert len(weights) >= 10  # the convolutions' weights
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert WEIGHT_LIMIT == 64 and 32 < peak <= WEIGHT_LIMIT  # 7 bits used, not fewer
+    assert 2 * 255 * WEIGHT_LIMIT <= np.iinfo(np.int16).max
+
+
 def test_int8_predictions_close_to_fp32(env, tmp_path):
     from ceuspipe.segment.export import export_checkpoint
 

@@ -1,9 +1,18 @@
 """Int8 ONNX models for fast CPU segmentation, checked against fp32 before they are written.
 
 Post-training static quantisation with ONNX Runtime: QDQ format, weights int8
-per output channel, activations uint8 per tensor with ranges set on calibration
-frames (:mod:`ceuspipe.segment.calibration`). On CPUs with AVX-512 VNNI or
-AVX-VNNI the convolutions run as int8 dot products, about 3x the fp32 speed.
+per output channel in 7 bits ([-64, 64]), activations uint8 per tensor with ranges
+set on calibration frames (:mod:`ceuspipe.segment.calibration`). On CPUs with
+AVX-512 VNNI or AVX-VNNI the convolutions run as int8 dot products, about 3x the
+fp32 speed.
+
+Why 7-bit weights: x86 CPUs without VNNI multiply uint8 activations by int8
+weights with VPMADDUBSW, which adds each pair of products into a saturating int16.
+With 8-bit weights a pair reaches 2 * 255 * 127 = 64770 and is clipped to 32767;
+a model calibrated on a VNNI machine then gives wrong masks on an older one (most
+likely what made one CI run's calibration fail, held-out Dice 0.05 against 0.995
+on this VNNI machine). With weights in [-64, 64]
+a pair is at most 2 * 255 * 64 = 32640, so the same file is exact on every x86 CPU.
 
 A quantised model is only written when its masks agree with the fp32 model's on
 held-out frames: Dice between the two masks of each frame (both empty counts as
@@ -33,7 +42,9 @@ log = logging.getLogger("ceuspipe")
 
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "minmax"
-SCHEME = "QDQ; weights int8 per output channel; activations uint8 per tensor"
+SCHEME = "QDQ; weights int8 (7-bit range) per output channel; activations uint8 per tensor"
+#: Largest weight magnitude after quantisation: 7-bit range, no int16 saturation without VNNI.
+WEIGHT_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         with _quiet():
             quant_pre_process(str(fp32_path), str(pre))
             quantize_static(str(pre), str(quantized), _reader(calibrate, set(inputs), batch),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calib_method,
                             extra_options={"CalibTensorRangeSymmetric": False})
