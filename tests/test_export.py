@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import onnx
@@ -115,3 +116,42 @@ def test_fixed_batch_model_runs_any_number_of_frames(tmp_path):
         got, want = fixed(c, u), dynamic(c, u)
         assert got.shape == (n, 64, 64)
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_parallel_frames_slices_the_batch_over_one_thread_runs(tmp_path, monkeypatch):
+    """parallel_frames: 7 frames on 3 CPUs run as 3 concurrent one-thread runs over slices of
+    2, 3 and 2 frames, with the outputs of one multi-threaded run; one frame takes the
+    multi-threaded session; a fixed-batch model is never sliced."""
+    from ceuspipe.segment import predictor as P
+
+    monkeypatch.setattr(P, "usable_cpus", lambda: 3)
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    path = export_checkpoint(ckpt, tmp_path / "dyn.onnx").path
+    whole, sliced = OnnxPredictor(path, 64), OnnxPredictor(path, 64, parallel_frames=True)
+    assert whole.parallel == 1 and sliced.parallel == 3
+    runs = []
+    run = OnnxPredictor._run
+
+    def spy(self, session, c, u):
+        runs.append((len(c), session.get_session_options().intra_op_num_threads,
+                     threading.current_thread().name))
+        return run(self, session, c, u)
+
+    monkeypatch.setattr(OnnxPredictor, "_run", spy)
+    c, u = (a[:, 0] for a in _inputs(7, 64, seed=3))
+    want = whole(c, u)
+    assert runs == [(7, 3, threading.current_thread().name)]
+    runs.clear()
+    got = sliced(c, u)
+    assert sorted(n for n, _, _ in runs) == [2, 2, 3] and {t for _, t, _ in runs} == {1}
+    assert all(name.startswith("ceuspipe-infer") for _, _, name in runs)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.array_equal(got >= 0.5, want >= 0.5)
+    runs.clear()
+    np.testing.assert_allclose(sliced(c[:1], u[:1]), want[:1], atol=1e-5)
+    assert runs == [(1, 3, threading.current_thread().name)]
+    fixed = OnnxPredictor(export_checkpoint(ckpt, tmp_path / "b4.onnx", batch=4).path, 64, parallel_frames=True)
+    assert fixed.parallel == 1
+    runs.clear()
+    np.testing.assert_allclose(fixed(c, u), want, atol=1e-5)
+    assert [n for n, _, _ in runs] == [4, 4]

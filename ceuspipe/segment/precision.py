@@ -61,10 +61,12 @@ def plan_precision(spec: ModelSpec, config, clip: str | os.PathLike, duration_hi
         if requested not in ("auto", used):
             raise InputError(spec.path, f"the model file is {used}; precision {requested} needs the .pt "
                                         "checkpoint (or precision auto)")
-        return PrecisionPlan(make_predictor(spec, engine=config.engine, device=config.device),
+        return PrecisionPlan(make_predictor(spec, engine=config.engine, device=config.device,
+                                            parallel_frames=True),
                              quantization=spec.quantization,
                              record={"requested": requested, "used": used, "reason": "the ONNX model file given"})
-    predictor = make_predictor(spec, engine=config.engine, device=config.device, cache_dir=config.cache_dir)
+    predictor = make_predictor(spec, engine=config.engine, device=config.device, cache_dir=config.cache_dir,
+                               parallel_frames=True)
     if not isinstance(predictor, OnnxPredictor):
         if requested == "int8":
             raise InputError(spec.path, f"int8 runs with ONNX Runtime on the CPU only, not {predictor.engine} on "
@@ -101,6 +103,6 @@ def _int8_plan(spec: ModelSpec, config, fp32: OnnxPredictor, clip, duration_hint
         log.info("%s: using fp32", reason)
         return PrecisionPlan(fp32, record={**record, "used": "fp32", "reason": reason})
     check = ClipCheck(duration_hint_s, spec.threshold, config.dynamic_range_db, min_dice=config.int8_min_dice)
-    int8 = OnnxPredictor(cached.path, spec.size, int8=True)
+    int8 = OnnxPredictor(cached.path, spec.size, int8=True, parallel_frames=True)
     return PrecisionPlan(int8, fp32=fp32, check=check, quantization=quant,
                          record={**record, "used": "int8", "reason": "checked int8 on the CPU"})
