@@ -70,6 +70,8 @@ log = logging.getLogger("ceuspipe")
 
 OUTPUT_SUFFIX = ".ceuspipe"
 MASK_NAME, OVERLAY_NAME = "mask.mkv", "overlay.mp4"
+#: x264 speed presets the overlay may use, fastest first.
+OVERLAY_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class SegmentConfig(LayoutOptions):
     :class:`~ceuspipe.video.layout.LayoutOptions` (``layout_samples`` early
     frames are used for detection). ``overwrite``: replace an existing output
     folder. ``cache_dir``: where exported ONNX models are cached.
-    ``overlay_crf``: H.264 quality of the overlay (lower = better).
+    ``overlay_crf``: H.264 quality of the overlay (lower = better); ``overlay_preset``:
+    its x264 speed preset (:data:`OVERLAY_PRESETS`; slower ones give smaller files).
     ``reference``: also measure a reference region of parenchyma per frame and report
     lesion-over-reference parameters (:mod:`ceuspipe.tic.reference`): by default a
     ring ``reference_distance_px`` outside the frame's lesion mask and
@@ -115,6 +118,7 @@ class SegmentConfig(LayoutOptions):
     overwrite: bool = False
     cache_dir: str | None = None
     overlay_crf: int = 20
+    overlay_preset: str = "superfast"
     queue_frames: int = 16
     reference: bool = True
     reference_mask: str | None = None
@@ -143,6 +147,7 @@ class SegmentConfig(LayoutOptions):
         configs.number("temporal_smoothing", self.temporal_smoothing, minimum=0, integer=True, unit="frames")
         configs.number("threshold", self.threshold, above=0, maximum=1, optional=True)
         configs.number("overlay_crf", self.overlay_crf, minimum=0, maximum=51, integer=True)
+        configs.choice("overlay_preset", self.overlay_preset, OVERLAY_PRESETS)
         configs.number("queue_frames", self.queue_frames, minimum=2, integer=True)
         configs.path_or_none("cache_dir", self.cache_dir)
         for name in ("reference", "clean_masks"):
@@ -562,7 +567,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         H, W = layout.frame_height, layout.frame_width
         writers.append(VideoWriter(tmp / OVERLAY_NAME, W + W % 2, H + H % 2, fps=fps_hint,
                                    codec="libx264", pix_fmt="yuv420p",
-                                   options={"crf": str(config.overlay_crf), "preset": "veryfast"}))
+                                   options={"crf": str(config.overlay_crf), "preset": config.overlay_preset}))
         group.start(decode, "decode")
         group.start(encode, "encode")
         group.run(infer, "inference")
