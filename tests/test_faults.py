@@ -219,7 +219,8 @@ def test_int8_calibration_with_a_clip_failing_mid_stream_writes_nothing(env, tmp
 @pytest.mark.parametrize("kw, key", [({"device": "gpu"}, "device"), ({"device": "cuda:x"}, "device"),
                                      ({"engine": "tensorrt"}, "engine"), ({"tic_model": "gauss"}, "tic_model"),
                                      ({"batch_size": 0}, "batch_size"), ({"ceus_side": "middle"}, "ceus_side"),
-                                     ({"layout_window_s": 0}, "layout_window_s")])
+                                     ({"layout_window_s": 0}, "layout_window_s"),
+                                     ({"overlay_preset": "placebo"}, "overlay_preset")])
 def test_segment_config_refuses_bad_values_naming_the_key(kw, key):
     from ceuspipe.configs import ConfigError
 
