@@ -182,6 +182,11 @@ def _frame_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="ceuspipe-infer")
 
 
+# A forked child has none of the parent's pool threads; a pool copied into it would take
+# work and never run it. It makes its own on first use.
+os.register_at_fork(after_in_child=_frame_pool.cache_clear)
+
+
 def make_predictor(spec: ModelSpec, *, engine: str = "auto", device: str = "auto",
                    cache_dir: str | os.PathLike | None = None, parallel_frames: bool = False) -> Predictor:
     """Choose and build the predictor (``device``: see :mod:`ceuspipe.devices`).
