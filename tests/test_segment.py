@@ -61,6 +61,11 @@ def test_outputs_present_and_report(env, run):
     assert report.engine == "onnx" and report.device == "cpu"
     seg = json.loads((out / "segment.json").read_text())
     assert seg["frames"] == n and seg["engine"] == "onnx" and seg["fps"] > 0
+    from ceuspipe.cpus import usable_cpus
+
+    cpus = usable_cpus()  # a batch runs as one-thread slices on several CPUs
+    assert seg["inference"] == {"engine": "onnx", "runs_per_batch": cpus,
+                                "threads_per_run": 1 if cpus > 1 else cpus}
     assert PanelLayout.from_dict(seg["layout"]) == env["layout"] and seg["layout"]["origin"] == "boxes"
     # no temporary folders left beside the output
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
