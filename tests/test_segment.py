@@ -64,8 +64,7 @@ def test_outputs_present_and_report(env, run):
     from ceuspipe.cpus import usable_cpus
 
     cpus = usable_cpus()  # a batch runs as one-thread slices on several CPUs
-    assert seg["inference"] == {"engine": "onnx", "runs_per_batch": cpus,
-                                "threads_per_run": 1 if cpus > 1 else cpus}
+    assert seg["inference"] == {"runs_per_batch": cpus, "threads_per_run": 1 if cpus > 1 else cpus}
     assert PanelLayout.from_dict(seg["layout"]) == env["layout"] and seg["layout"]["origin"] == "boxes"
     # no temporary folders left beside the output
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
@@ -174,6 +173,7 @@ def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
 
         class Boom:
             engine, device, size = pred.engine, pred.device, pred.size
+            inference_record = pred.inference_record
 
             def __call__(self, c, u):
                 calls["n"] += 1

@@ -218,6 +218,7 @@ def test_long_run_of_repeats_streams_with_bounded_hold(env, tmp_path, monkeypatc
 
         class Count:
             engine, device, size = pred.engine, pred.device, pred.size
+            inference_record = pred.inference_record
 
             def __call__(self, c, u):
                 calls.append(len(c))

@@ -70,6 +70,10 @@ class Predictor(Protocol):
 
     def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray: ...
 
+    def inference_record(self) -> dict:
+        """How a batch runs, for segment.json."""
+        ...
+
 
 class TorchPredictor:
     """Eager PyTorch inference; fp16 autocast on CUDA when ``amp``."""
@@ -84,6 +88,12 @@ class TorchPredictor:
         self.size = spec.size
         self.model = spec.model.to(device).eval()
         self.amp = amp and device.startswith("cuda")
+
+    def inference_record(self) -> dict:
+        """One run per batch; on the CPU with PyTorch's intra-op threads."""
+        if self.device.startswith("cuda"):
+            return {"runs_per_batch": 1}
+        return {"runs_per_batch": 1, "threads_per_run": self._torch.get_num_threads()}
 
     def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -131,6 +141,10 @@ class OnnxPredictor:
         self.fixed_batch = fixed if isinstance(fixed, int) else None
         if self.fixed_batch is not None:
             self.parallel = 1  # its batch cannot be sliced
+
+    def inference_record(self) -> dict:
+        """How a batch runs, for segment.json: concurrent runs and intra-op threads per run."""
+        return {"runs_per_batch": self.parallel, "threads_per_run": 1 if self.parallel > 1 else self.threads}
 
     @property
     def session(self):

@@ -11,8 +11,8 @@ weights with VPMADDUBSW, which adds each pair of products into a saturating int1
 With 8-bit weights a pair reaches 2 * 255 * 127 = 64770 and is clipped to 32767;
 a model calibrated on a VNNI machine then gives wrong masks on an older one (most
 likely what made one CI run's calibration fail, held-out Dice 0.05 against 0.995
-on this VNNI machine). With weights in [-64, 64]
-a pair is at most 2 * 255 * 64 = 32640, so the same file is exact on every x86 CPU.
+on this VNNI machine). With weights in [-64, 64] a pair is at most 2 * 255 * 64 =
+32640, so the same file is exact on every x86 CPU.
 
 A quantised model is only written when its masks agree with the fp32 model's on
 held-out frames: Dice between the two masks of each frame (both empty counts as

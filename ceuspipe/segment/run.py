@@ -308,7 +308,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         meta["layout_decision"] = stats.layout_decision
         meta["warnings"] = stats.warnings
         meta["precision"] = plan.record
-        meta["inference"] = _inference_record(predictor)
+        meta["inference"] = predictor.inference_record()
         meta["reference_region"] = _reference_meta(config, stats.layout)
         meta["clean_masks"] = config.clean_masks
         meta["command_line"] = list(command_line) if command_line is not None else None
@@ -329,16 +329,6 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike,
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         write_exam_report(tmp)  # last: a folder without report.html is never a complete output
     return report
-
-
-def _inference_record(predictor: Predictor) -> dict:
-    """How the model ran, for segment.json: ONNX Runtime's concurrent runs per batch and
-    threads per run (see :class:`~ceuspipe.segment.predictor.OnnxPredictor`), else the engine."""
-    parallel = getattr(predictor, "parallel", None)
-    if parallel is None:
-        return {"engine": predictor.engine}
-    return {"engine": predictor.engine, "runs_per_batch": parallel,
-            "threads_per_run": 1 if parallel > 1 else predictor.threads}
 
 
 def _json_default(obj):
