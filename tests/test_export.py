@@ -183,3 +183,47 @@ def test_parallel_frames_after_a_fork(tmp_path):
             proc.kill()
     assert proc.exitcode == 0
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_submit_returns_before_the_slices_run_and_keeps_their_order(tmp_path, monkeypatch):
+    """OnnxPredictor.submit with parallel_frames hands the slices to the frame threads and
+    returns at once; result() waits for them, in batch order, and re-raises a slice's error;
+    cancel() drops the slices that have not started. A predictor without submit runs at
+    once (predictor.submit)."""
+    from ceuspipe.segment import predictor as P
+
+    monkeypatch.setattr(P, "usable_cpus", lambda: 2)
+    P._frame_pool.cache_clear()  # a pool of the patched size
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    path = export_checkpoint(ckpt, tmp_path / "dyn.onnx").path
+    pred = OnnxPredictor(path, 64, parallel_frames=True)
+    c, u = (a[:, 0] for a in _inputs(6, 64, seed=7))
+    want = OnnxPredictor(path, 64)(c, u)
+    gate, started = threading.Event(), []
+    run = OnnxPredictor._run
+
+    def held(self, session, cc, uu):
+        started.append(len(cc))
+        assert gate.wait(30)
+        if len(cc) == 1:
+            raise RuntimeError("slice failed")
+        return run(self, session, cc, uu)
+
+    monkeypatch.setattr(OnnxPredictor, "_run", held)
+    first = pred.submit(c, u)        # two slices of 3: both threads busy until the gate opens
+    second = pred.submit(c[:2], u[:2])  # slices of 1 frame each (they fail): queued behind
+    third = pred.submit(c[:4], u[:4])
+    third.cancel()                   # not started: dropped
+    gate.set()
+    np.testing.assert_allclose(first.result(), want, atol=1e-5)
+    with pytest.raises(RuntimeError, match="slice failed"):
+        second.result()
+    assert sorted(started) == [1, 1, 3, 3]  # the cancelled batch's slices never ran
+    monkeypatch.setattr(OnnxPredictor, "_run", run)
+
+    class Plain:  # a predictor without submit (tests' wrappers, third-party ones)
+        def __call__(self, cc, uu):
+            return cc * 0.5
+
+    np.testing.assert_array_equal(P.submit(Plain(), c, u).result(), c * 0.5)
+    P._frame_pool.cache_clear()

@@ -105,6 +105,17 @@ def test_overlay_black_outside_panels_and_times(env, run):
     assert np.median(diff) <= 4
 
 
+def test_overlay_encoded_with_cavlc_and_one_x264_thread_on_the_cpu(run):
+    """x264 writes its settings into the stream (an SEI message): CAVLC, and one thread
+    while the model runs on the CPU (see run.OVERLAY_X264_PARAMS and _overlay_threads)."""
+    _, out = run
+    data = (out / "overlay.mp4").read_bytes()
+    start = data.find(b"x264 - core")
+    assert start >= 0
+    options = data[start:data.find(b"\0", start)].decode("ascii", "replace").split()
+    assert "cabac=0" in options and "threads=1" in options
+
+
 def test_tic_outputs(env, run):
     report, out = run
     lines = (out / "tic.csv").read_text().splitlines()
@@ -188,6 +199,65 @@ def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
         segment_video(env["clip"], env["ckpt"], out, _config(env, batch_size=4))
     assert calls["n"] == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_next_batch_submitted_before_the_last_is_collected_same_outputs(env, tmp_path, monkeypatch):
+    """Batches overlap (the next one is submitted while the last one finishes) and the
+    outputs are exactly those of one batch at a time, with temporal smoothing too."""
+    import ceuspipe.segment.precision as precision_mod
+    import ceuspipe.segment.run as run_mod
+    from ceuspipe.segment.predictor import submit
+    from ceuspipe.tic import read_tic_csv
+
+    real = precision_mod.make_predictor
+    events: list[str] = []
+
+    def logging_predictor(*a, **kw):
+        pred = real(*a, **kw)
+
+        class Logged:
+            engine, device, size = pred.engine, pred.device, pred.size
+            inference_record = pred.inference_record
+            __call__ = pred.__call__
+
+            def submit(self, c, u):
+                k = sum(e.startswith("submit") for e in events)
+                events.append(f"submit {k}")
+                res = submit(pred, c, u)
+
+                class Result:
+                    def result(self):
+                        events.append(f"result {k}")
+                        return res.result()
+
+                    cancel = res.cancel
+                return Result()
+        return Logged()
+
+    monkeypatch.setattr(precision_mod, "make_predictor", logging_predictor)
+    outs = {}
+    for depth in (1, 2):
+        monkeypatch.setattr(run_mod, "INFLIGHT_BATCHES", depth)
+        events.clear()
+        outs[depth] = tmp_path / f"depth{depth}"
+        segment_video(env["clip"], env["ckpt"], outs[depth], _config(env, batch_size=3, temporal_smoothing=3,
+                                                                      precision="fp32"))
+        n = sum(e.startswith("submit") for e in events)
+        assert n > 2
+        if depth == 1:
+            assert events == [f"{w} {k}" for k in range(n) for w in ("submit", "result")]
+        else:
+            assert events.index("submit 1") < events.index("result 0")
+            assert events.index("submit 2") < events.index("result 1")
+    for name in ("mask.mkv",):
+        a, b = _frames(outs[1] / name), _frames(outs[2] / name)
+        assert len(a) == len(b) == env["truth"]["n_frames"]
+        for (ta, ia), (tb, ib) in zip(a, b):
+            assert ta == tb and np.array_equal(ia, ib)
+    ca, cb = read_tic_csv(outs[1] / "tic.csv"), read_tic_csv(outs[2] / "tic.csv")
+    assert ca.keys() == cb.keys()
+    for k in ca:
+        np.testing.assert_array_equal(ca[k], cb[k])
 
 
 def test_missing_checkpoint(env, tmp_path):

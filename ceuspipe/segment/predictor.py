@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -62,7 +62,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Predictor(Protocol):
-    """``predictor(ceus, us) -> prob``; all ``(B, S, S) float32``."""
+    """``predictor(ceus, us) -> prob``; all ``(B, S, S) float32``. One that can run a batch in
+    the background also has ``submit(ceus, us) -> BatchResult`` (see :func:`submit`)."""
 
     engine: str
     device: str
@@ -73,6 +74,32 @@ class Predictor(Protocol):
     def inference_record(self) -> dict:
         """How a batch runs, for segment.json."""
         ...
+
+
+class BatchResult:
+    """The probabilities of one submitted batch, in parts (arrays, or futures of arrays)."""
+
+    def __init__(self, parts: list):
+        self._parts = parts
+
+    def result(self) -> np.ndarray:
+        """``(B, S, S) float32``; waits for parts still running and re-raises their errors."""
+        arrays = [p.result() if isinstance(p, Future) else p for p in self._parts]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    def cancel(self) -> None:
+        """Drop the parts that have not started (an abandoned batch)."""
+        for p in self._parts:
+            if isinstance(p, Future):
+                p.cancel()
+
+
+def submit(predictor: Predictor, ceus: np.ndarray, us: np.ndarray) -> BatchResult:
+    """Start ``predictor`` on a batch: returns at once when it runs batches in the background
+    (:meth:`OnnxPredictor.submit` with ``parallel_frames``), else after running it. Keeping
+    the next batch submitted while the last one finishes leaves no core idle between them."""
+    start = getattr(predictor, "submit", None)
+    return start(ceus, us) if start is not None else BatchResult([predictor(ceus, us)])
 
 
 class TorchPredictor:
@@ -168,6 +195,11 @@ class OnnxPredictor:
             return self._sessions[threads]
 
     def __call__(self, ceus: np.ndarray, us: np.ndarray) -> np.ndarray:
+        return self.submit(ceus, us).result()
+
+    def submit(self, ceus: np.ndarray, us: np.ndarray) -> BatchResult:
+        """Start a batch: with ``parallel_frames`` (and more than one frame) its slices go to
+        the shared frame threads and this returns at once; otherwise it runs here."""
         c = np.ascontiguousarray(ceus, dtype=np.float32)[:, None]
         u = np.ascontiguousarray(us, dtype=np.float32)[:, None]
         n, fixed = c.shape[0], self.fixed_batch
@@ -176,14 +208,13 @@ class OnnxPredictor:
             rows = np.arange(-(-n // fixed) * fixed) % n
             out = [self._run(self.session, c[rows[i:i + fixed]], u[rows[i:i + fixed]])
                    for i in range(0, len(rows), fixed)]
-            return np.concatenate(out)[:n]
+            return BatchResult([np.concatenate(out)[:n]])
         if self.parallel > 1 and n > 1:
-            single = self._session(1)
+            single, pool = self._session(1), _frame_pool(self.parallel)
             bounds = np.linspace(0, n, min(n, self.parallel) + 1).round().astype(int)
-            parts = _frame_pool(self.parallel).map(lambda ab: self._run(single, c[ab[0]:ab[1]], u[ab[0]:ab[1]]),
-                                                  zip(bounds[:-1], bounds[1:]))
-            return np.concatenate(list(parts))
-        return self._run(self.session, c, u)
+            return BatchResult([pool.submit(self._run, single, c[a:b], u[a:b])
+                                for a, b in zip(bounds[:-1], bounds[1:])])
+        return BatchResult([self._run(self.session, c, u)])
 
     def _run(self, session, c: np.ndarray, u: np.ndarray) -> np.ndarray:
         (logits,) = session.run(["logits"], self._feed_for(session, c, u))

@@ -9,7 +9,8 @@ the GIL while they work)::
 
     decode thread   frames -> crop both panels -> grey -> resize to S x S
                     -> repeat of the previous acquired frame? -> channel
-    main thread     batches of B new frames -> predictor -> probabilities (S x S)
+    main thread     batches of B new frames -> predictor (the next batch submitted before
+                    the last is collected) -> probabilities (S x S)
                     -> optional temporal median -> channel (repeats: no inference)
     encode thread   bilinear resize to the CEUS panel -> threshold -> mask.mkv,
                     overlay.mp4, per-frame TIC scalars (area, mean grey, mean linear power)
@@ -58,7 +59,7 @@ from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
 from ceuspipe.segment.int8_check import MIN_DICE, ClipCheck
 from ceuspipe.segment.precision import PrecisionPlan, plan_precision
-from ceuspipe.segment.predictor import Predictor, prepare_panel, probability_to_mask
+from ceuspipe.segment.predictor import BatchResult, Predictor, prepare_panel, probability_to_mask, submit
 from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.tic.reference import ImagedArea, reference_ring
@@ -68,10 +69,17 @@ from ceuspipe.video.panels import Box, PanelLayout, crop
 
 log = logging.getLogger("ceuspipe")
 
+#: Batches submitted to the predictor and not yet collected, at most (1: run one batch at a time).
+INFLIGHT_BATCHES = 2
 OUTPUT_SUFFIX = ".ceuspipe"
 MASK_NAME, OVERLAY_NAME = "mask.mkv", "overlay.mp4"
 #: x264 speed presets the overlay may use, fastest first.
 OVERLAY_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+#: x264 options of the overlay beyond preset and crf. CAVLC instead of CABAC: speckle
+#: makes the overlay's bit rate high and CABAC is most of x264's time there (800x450
+#: phantom overlays, superfast, crf 20: 5.5 against 7.8 core-ms a frame, files 7 % larger,
+#: the same PSNR).
+OVERLAY_X264_PARAMS = "cabac=0"
 
 
 @dataclass(frozen=True)
@@ -228,6 +236,7 @@ class _Item:
     index: int
     time_s: float
     image: np.ndarray      # (H, W, 3) uint8 RGB full frame
+    ceus_gray: np.ndarray  # (ceus.h, ceus.w) uint8 BT.601 grey of the CEUS panel (model input, curve, check)
     ceus_in: np.ndarray    # (S, S) float32
     us_in: np.ndarray      # (S, S) float32
     repeat_of: int | None = None  # index of the frame this one repeats (no inference)
@@ -463,7 +472,8 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         previous = None
         try:
             for f in clip_stream:
-                item = _Item(f.index, f.time_s, f.image, prepare_panel(crop(f.image, layout.ceus), size),
+                ceus_gray = to_gray(crop(f.image, ceus))
+                item = _Item(f.index, f.time_s, f.image, ceus_gray, prepare_panel(ceus_gray, size),
                              prepare_panel(crop(f.image, layout.us), size))
                 item.repeat_of = repeats(item.index, item.ceus_in, item.us_in)
                 item.check = check is not None and item.repeat_of is None and check.wants(item.time_s)
@@ -480,7 +490,11 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
     def infer() -> None:
         # Frames leave in decode order: ``pending`` holds them until every earlier acquired
         # frame has its (smoothed) map; a repeat goes out as (item, None): its anchor's mask.
+        # A full batch is submitted before the one ahead of it is collected (at most
+        # INFLIGHT_BATCHES at once), so the inference threads go on to the next batch
+        # without waiting for the slowest slice of the last one.
         batch: list[_Item] = []
+        inflight: deque[tuple[list[_Item], BatchResult]] = deque()
         pending: deque[_Item] = deque()
         ready: dict[int, np.ndarray] = {}
 
@@ -496,34 +510,50 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                 pending.popleft()
                 bar.update(1)
 
-        def run_batch() -> None:
-            probs = predictor(np.stack([b.ceus_in for b in batch]), np.stack([b.us_in for b in batch]))
-            checked = [i for i, b in enumerate(batch) if b.check]
+        def launch() -> None:
+            inflight.append((list(batch), submit(predictor, np.stack([b.ceus_in for b in batch]),
+                                                 np.stack([b.us_in for b in batch]))))
+            batch.clear()
+
+        def collect() -> None:
+            items, result = inflight.popleft()
+            probs = result.result()
+            checked = [i for i, b in enumerate(items) if b.check]
             if checked:
-                ref = check_fp32(np.stack([batch[i].ceus_in for i in checked]),
-                                 np.stack([batch[i].us_in for i in checked]))
+                ref = check_fp32(np.stack([items[i].ceus_in for i in checked]),
+                                 np.stack([items[i].us_in for i in checked]))
                 for i, p32 in zip(checked, ref):
-                    check.add(batch[i].time_s, to_gray(crop(batch[i].image, ceus)), p32, probs[i])
+                    check.add(items[i].time_s, items[i].ceus_gray, p32, probs[i])
                 if stop_early and check.failed_early:
                     raise _Int8Disagrees()
-            for b, p in zip(batch, probs):
+            for b, p in zip(items, probs):
                 for it, sp in smoother.push(b, p):
                     ready[it.index] = sp
-            batch.clear()
             drain()
 
-        for item in decoded:
-            pending.append(item)
-            if item.repeat_of is None:
-                batch.append(item)
-                if len(batch) == config.batch_size:
-                    run_batch()
-            elif not batch:
-                drain()
-            elif len(pending) >= 2 * config.batch_size + config.queue_frames:
-                run_batch()  # a long run of repeats: do not hold its frames back any longer
-        if batch:
-            run_batch()
+        def flush() -> None:
+            if batch:
+                launch()
+            while inflight:
+                collect()
+
+        try:
+            for item in decoded:
+                pending.append(item)
+                if item.repeat_of is None:
+                    batch.append(item)
+                    if len(batch) == config.batch_size:
+                        launch()
+                        while len(inflight) >= INFLIGHT_BATCHES:
+                            collect()
+                elif not batch and not inflight:
+                    drain()
+                elif len(pending) >= (INFLIGHT_BATCHES + 1) * config.batch_size + config.queue_frames:
+                    flush()  # a long run of repeats: do not hold its frames back any longer
+            flush()
+        finally:
+            for _, result in inflight:  # an error or an early stop: abandon what has not started
+                result.cancel()
         for it, sp in smoother.flush():
             ready[it.index] = sp
         drain()
@@ -548,13 +578,13 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             overlay_video.write(ov, item.time_s)
             if prob is not None:
-                grey = to_gray(crop(item.image, ceus))
+                grey = item.ceus_gray
                 ref = None
                 if config.reference:
                     if user_ref is not None:
                         ref = user_ref
                     else:
-                        area = imaged.update(grey, to_gray(crop(item.image, layout.us)))
+                        area = imaged.update(grey, to_gray(crop(item.image, layout.us)) if imaged.learning else None)
                         if mask.any():
                             last_mask[:] = [mask]
                         if last_mask:
@@ -568,7 +598,9 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
         H, W = layout.frame_height, layout.frame_width
         writers.append(VideoWriter(tmp / OVERLAY_NAME, W + W % 2, H + H % 2, fps=fps_hint,
                                    codec="libx264", pix_fmt="yuv420p",
-                                   options={"crf": str(config.overlay_crf), "preset": config.overlay_preset}))
+                                   options={"crf": str(config.overlay_crf), "preset": config.overlay_preset,
+                                            "x264-params": OVERLAY_X264_PARAMS},
+                                   threads=_overlay_threads(predictor)))
         group.start(decode, "decode")
         group.start(encode, "encode")
         group.run(infer, "inference")
@@ -599,6 +631,14 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                         layout_decision=clip_stream.decision.to_dict(), tic=acc, stream_s=stream_s,
                         warnings=layout_warnings(clip, layout, changes["ceus"], changes["us"]),
                         frames_repeated=counts["repeated"], acquisition_fps=acq_fps)
+
+
+def _overlay_threads(predictor: Predictor) -> int:
+    """x264 threads of the overlay: one while the model runs on the CPU (its cores are busy with
+    inference, and one x264 thread costs 7.8 core-ms a frame against 9.1 for its default of
+    1.5 per core with 2 cores), FFmpeg's default (0) when a GPU runs it and x264 could be the
+    slowest stage."""
+    return 1 if predictor.device == "cpu" else 0
 
 
 # --------------------------------------------------------------------------- TIC

@@ -56,9 +56,14 @@ class ImagedArea:
         self._mask: np.ndarray | None = None
         self._seen = 0
 
+    @property
+    def learning(self) -> bool:
+        """Whether :meth:`update` still learns from its frames (after that they are ignored)."""
+        return self._seen < self.frames or self._mask is None
+
     def update(self, ceus_gray: np.ndarray, us_gray: np.ndarray | None = None) -> np.ndarray:
         """Add one frame (while still learning) and return the current ``(H, W)`` bool mask."""
-        if self._seen >= self.frames and self._mask is not None:
+        if not self.learning:
             return self._mask
         g = np.asarray(ceus_gray, dtype=np.uint8)
         cur = g
