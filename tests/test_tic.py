@@ -260,6 +260,38 @@ def test_reference_ring_and_imaged_area():
     assert not (reference_ring(mask, 3, 60, area) & ~sector).any()
 
 
+def test_reference_ring_on_the_lesion_box_equals_the_whole_panel_transform():
+    """The ring computed on the lesion's grown bounding box is exactly the ring of a
+    distance transform over the whole panel: lesions of many sizes and shapes, at the
+    panel edge and in the middle, several distances and widths."""
+    import cv2
+
+    from ceuspipe.tic.reference import reference_ring
+
+    def whole_panel(mask, dist, width):
+        d = cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 5)
+        return (d > dist) & (d <= dist + width)
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for k in range(60):
+        h, w = rng.integers(40, 200, 2)
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(1, 4)):  # one to three blobs, some cut by the edge
+            cy, cx = rng.integers(-10, h + 10), rng.integers(-10, w + 10)
+            ry, rx = rng.integers(1, max(2, h // 3)), rng.integers(1, max(2, w // 3))
+            yy, xx = np.ogrid[:h, :w]
+            mask[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = 1
+        if k % 7 == 0:
+            mask[rng.integers(0, h), rng.integers(0, w)] = 1  # a single pixel
+        dist, width = float(rng.choice([0, 2.5, 5, 11])), float(rng.choice([1, 6.3, 15, 40]))
+        got = reference_ring(mask, dist, width)
+        assert got.shape == mask.shape and got.dtype == bool
+        np.testing.assert_array_equal(got, whole_panel(mask, dist, width))
+        checked += bool(mask.any())
+    assert checked > 50
+
+
 def test_accumulator_reference_relative_parameters():
     """Lesion and reference regions of known curves in one speckle panel: the reference
     curve is fitted like the lesion's, rPE/rWiAUC/dTTP match the truth, and tic.csv,

@@ -89,10 +89,20 @@ def reference_ring(mask: np.ndarray, distance_px: float, width_px: float,
     width_px`` (Euclidean, pixels) from the lesion ``mask`` (non-zero inside), within
     ``imaged`` (``(H, W)`` bool) when given. An empty mask gives an empty ring."""
     m = np.asarray(mask) != 0
-    if not m.any():
-        return np.zeros(m.shape, dtype=bool)
-    d = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5)
-    ring = (d > float(distance_px)) & (d <= float(distance_px) + float(width_px))
+    ring = np.zeros(m.shape, dtype=bool)
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not len(rows):
+        return ring
+    # The distance transform runs on the lesion's bounding box grown by the ring's outer
+    # radius (+2 px): the same values there (the 5x5 chamfer path from a pixel to its
+    # nearest lesion pixel stays inside the box of the two, and OpenCV treats the image
+    # border as far), and no ring pixel lies outside it. A small lesion costs a fraction
+    # of the panel.
+    reach = int(math.ceil(float(distance_px) + float(width_px))) + 2
+    y0, y1 = max(0, rows[0] - reach), min(m.shape[0], rows[-1] + 1 + reach)
+    x0, x1 = max(0, cols[0] - reach), min(m.shape[1], cols[-1] + 1 + reach)
+    d = cv2.distanceTransform((~m[y0:y1, x0:x1]).astype(np.uint8), cv2.DIST_L2, 5)
+    ring[y0:y1, x0:x1] = (d > float(distance_px)) & (d <= float(distance_px) + float(width_px))
     if imaged is not None:
         ring &= np.asarray(imaged, dtype=bool)
     return ring
