@@ -10,8 +10,9 @@ on the short clip), then measures, each in a fresh subprocess:
 * inference only (no decoding or writing) on real panels of the short clip:
   eager PyTorch batch 1 fp32; ONNX Runtime fp32 batch 1 (per-frame deployment,
   the issue's reference) and batch 8; ONNX Runtime int8 batch 1 and 8; and batch 8
-  "sliced" (concurrent one-thread runs over slices of the batch, as segment-video
-  runs it: ``OnnxPredictor(parallel_frames=True)``);
+  "sliced" (concurrent one-thread runs over slices of the batch, the next batch
+  submitted before the last is collected, as segment-video runs it:
+  ``OnnxPredictor(parallel_frames=True)``);
 * ``segment-video`` end to end on each clip at **default settings** with the
   checkpoint (precision auto: on the CPU the int8 model calibrated once on the
   first clip, cached, and checked against fp32 on 8 frames of every clip), at
@@ -33,9 +34,13 @@ A randomly initialised model's masks are all or mostly lesion, so drawing and
 encoding costs match a real run's to within the overlay's contour drawing (about
 0.3 ms/frame); its int8-vs-fp32 agreement means nothing (use ``--checkpoint``).
 
+``--repeats N`` runs every case once per round, N rounds, and prints medians; each
+target ratio is the median over rounds of that round's ratio (runs minutes apart on
+a shared machine differ by 10 % and more).
+
 Prints one table and the ratios. Usage::
 
-    python benchmarks/bench_segment.py [--quick] [--width 1] [--frames-eager 40] [--keep DIR]
+    python benchmarks/bench_segment.py [--quick] [--repeats 3] [--width 1] [--frames-eager 40] [--keep DIR]
                                        [--checkpoint RUN/last.pt --calibration DATASET]
 """
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,8 +106,18 @@ pred = TorchPredictor(spec, "cpu") if engine == "torch" else make_predictor(spec
                                                                             cache_dir=cache, parallel_frames=parallel)
 pred(c[:bs], u[:bs])  # warm-up
 t = time.perf_counter()
-for i in range(0, len(c), bs):
-    pred(c[i:i + bs], u[i:i + bs])
+if parallel:  # as segment-video runs it: the next batch submitted before the last is collected
+    from ceuspipe.segment.predictor import submit
+    last = None
+    for i in range(0, len(c), bs):
+        nxt = submit(pred, c[i:i + bs], u[i:i + bs])
+        if last is not None:
+            last.result()
+        last = nxt
+    last.result()
+else:
+    for i in range(0, len(c), bs):
+        pred(c[i:i + bs], u[i:i + bs])
 dt = time.perf_counter() - t
 print(json.dumps({"fps": len(c) / dt, "threads": torch.get_num_threads(), "engine": pred.engine,
                   "maxrss_mb": peak_rss_mb()}))
@@ -139,6 +155,7 @@ def main(argv=None) -> None:
     ap.add_argument("--calibration", type=Path, help="int8 calibration data (dataset folder or clips) "
                                                      "[default: the short clip]")
     ap.add_argument("--frames-eager", type=int, default=40, help="frames for the inference-only runs")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of every measurement (medians reported)")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = ap.parse_args(argv)
 
@@ -186,39 +203,53 @@ def main(argv=None) -> None:
     n_params = sum(p.numel() for p in spec.model.parameters())
 
     n = args.frames_eager
-    infer = {
-        "eager PyTorch fp32, batch 1": _run(_INFER, clips[0], ckpt, cache, n, "torch", 1, 0),
-        "ONNX Runtime fp32, batch 1": _run(_INFER, clips[0], ckpt, cache, n, "onnx", 1, 0),
-        "ONNX Runtime fp32, batch 8": _run(_INFER, clips[0], ckpt, cache, n, "onnx", 8, 0),
-        "ONNX Runtime fp32, batch 8 sliced": _run(_INFER, clips[0], ckpt, cache, n, "onnx", 8, 1),
-        "ONNX Runtime int8, batch 1": _run(_INFER, clips[0], int8.path, cache, n, "onnx", 1, 0),
-        "ONNX Runtime int8, batch 8": _run(_INFER, clips[0], int8.path, cache, n, "onnx", 8, 0),
-        "ONNX Runtime int8, batch 8 sliced": _run(_INFER, clips[0], int8.path, cache, n, "onnx", 8, 1),
+    infer_cases = {
+        "eager PyTorch fp32, batch 1": (ckpt, "torch", 1, 0),
+        "ONNX Runtime fp32, batch 1": (ckpt, "onnx", 1, 0),
+        "ONNX Runtime fp32, batch 8": (ckpt, "onnx", 8, 0),
+        "ONNX Runtime fp32, batch 8 sliced": (ckpt, "onnx", 8, 1),
+        "ONNX Runtime int8, batch 1": (int8.path, "onnx", 1, 0),
+        "ONNX Runtime int8, batch 8": (int8.path, "onnx", 8, 0),
+        "ONNX Runtime int8, batch 8 sliced": (int8.path, "onnx", 8, 1),
     }
-    eager = infer["eager PyTorch fp32, batch 1"]["fps"]
-    ort32 = infer["ONNX Runtime fp32, batch 1"]["fps"]
-    ort8 = infer["ONNX Runtime int8, batch 1"]["fps"]
-    def segment(label, clip, d, model_path, dedupe=1, precision="auto"):
+    segment_cases = [("default", clip, d, ckpt, 1, "auto") for clip, d in zip(clips, durations)]
+    segment_cases += [("default capture", cap, d, ckpt, 1, "auto") for cap, d in zip(captures, durations)]
+    segment_cases += [("default no-dedupe", clips[0], durations[0], ckpt, 0, "auto")]
+    segment_cases += [("fp32", clip, d, ckpt, 1, "fp32") for clip, d in zip(clips, durations)]
+    segment_cases += [("int8 file", clip, d, int8.path, 1, "auto") for clip, d in zip(clips, durations)]
+
+    def segment(label, clip, model_path, dedupe, precision):
         out = work / f"out_{clip.stem}_{label.replace(' ', '_')}"
         if out.exists():
             import shutil
             shutil.rmtree(out)
-        r = _run(_SEGMENT, clip, model_path, out, cache, dedupe, precision)
-        rows.append((label, d, r))
-        return r
+        return _run(_SEGMENT, clip, model_path, out, cache, dedupe, precision)
 
-    rows: list = []
-    first = segment("first (calibrates)", clips[0], durations[0], ckpt)
-    rows.clear()
-    for clip, d in zip(clips, durations):
-        segment("default", clip, d, ckpt)
-    for clip, d in zip(captures, durations):
-        segment("default capture", clip, d, ckpt)
-    segment("default no-dedupe", clips[0], durations[0], ckpt, dedupe=0)
-    for clip, d in zip(clips, durations):
-        segment("fp32", clip, d, ckpt, precision="fp32")
-    for clip, d in zip(clips, durations):
-        segment("int8 file", clip, d, int8.path)
+    first = segment("first (calibrates)", clips[0], ckpt, 1, "auto")
+    # Rounds: every case once per round, so that each round's ratios compare runs made minutes apart.
+    infer_runs: dict[str, list[dict]] = {name: [] for name in infer_cases}
+    segment_runs: list[list[dict]] = [[] for _ in segment_cases]
+    for _ in range(args.repeats):
+        for name, (model_path, engine, bs, par) in infer_cases.items():
+            infer_runs[name].append(_run(_INFER, clips[0], model_path, cache, n, engine, bs, par))
+        for runs, (label, clip, _, model_path, dedupe, precision) in zip(segment_runs, segment_cases):
+            runs.append(segment(label, clip, model_path, dedupe, precision))
+
+    def med(values):
+        return statistics.median(values)
+
+    infer = {name: {"fps": med([r["fps"] for r in runs]), "runs": [r["fps"] for r in runs]}
+             for name, runs in infer_runs.items()}
+    rows = []
+    for (label, _, d, *_), runs in zip(segment_cases, segment_runs):
+        r = dict(runs[-1])
+        for k in ("stream_fps", "wall_fps", "maxrss_mb"):
+            r[k] = med([x[k] for x in runs])
+        r["runs"] = runs
+        rows.append((label, d, r))
+    eager = infer["eager PyTorch fp32, batch 1"]["fps"]
+    ort32 = infer["ONNX Runtime fp32, batch 1"]["fps"]
+    ort8 = infer["ONNX Runtime int8, batch 1"]["fps"]
 
     a = int8.agreement
     print(f"model: CEUSegNet {spec.config.get('variant', 'full')}, width {spec.config.get('width', args.width):g} "
@@ -227,9 +258,12 @@ def main(argv=None) -> None:
           "load average (1, 5, 15 min) at start %.2f %.2f %.2f, at end %.2f %.2f %.2f" % (*load_start, *os.getloadavg()))
     print(f"one-off exports: ONNX fp32 {export_s:.1f} s; int8 {int8_s:.1f} s ({int8.calibration_frames} "
           f"calibration frames; masks vs fp32 on {a.frames} held-out frames: Dice {a.dice_mean:.4f})")
+    print(f"medians of {args.repeats} round(s); in a round every case runs once, in the order shown")
     print("inference only (frames/s):")
     for name, r in infer.items():
-        print(f"  {name:<28} {r['fps']:7.2f}   ({r['fps'] / eager:.2f}x eager, {r['fps'] / ort32:.2f}x ORT fp32 b1)")
+        each = f"   runs: {', '.join(f'{x:.2f}' for x in r['runs'])}" if args.repeats > 1 else ""
+        print(f"  {name:<34} {r['fps']:7.2f}   ({r['fps'] / eager:.2f}x eager, {r['fps'] / ort32:.2f}x ORT fp32 b1)"
+              f"{each}")
     print(f"first default run (short clip, empty cache): {first['wall_s']:.1f} s wall including the int8 "
           f"calibration, then {first['used']} ({first['engine']})")
     print(f"{'segment-video':>18} {'clip':>6} {'frames':>7} {'repeats':>8} {'used':>5} {'check':>6} {'stream fps':>11} "
@@ -244,18 +278,28 @@ def main(argv=None) -> None:
         print(f"{label}: peak memory long/short ({ld:.0f} s vs {sd:.0f} s clip): "
               f"{long_['maxrss_mb'] / short['maxrss_mb']:.2f}x")
 
-    def ratios(label, ref):
-        return ", ".join(f"{r['stream_fps'] / ref:.2f}x" for lab, _, r in rows if lab == label)
+    def ratios(label, ref_name):
+        """Per clip: the median over rounds of (stream fps / the reference's fps in that round),
+        and each round's ratio when there are several."""
+        out = []
+        for lab, _, r in rows:
+            if lab != label:
+                continue
+            each = [x["stream_fps"] / ref["fps"] for x, ref in zip(r["runs"], infer_runs[ref_name])]
+            out.append(f"{med(each):.2f}x" + (f" ({', '.join(f'{e:.2f}' for e in each)})" if len(each) > 1 else ""))
+        return ", ".join(out)
 
+    b32, b8 = "ONNX Runtime fp32, batch 1", "ONNX Runtime int8, batch 1"
     nod = [r for lab, _, r in rows if lab == "default no-dedupe"][0]
     print(f"targets, stream fps against ORT alone at batch 1 (fp32 {ort32:.2f} fps, int8 {ort8:.2f} fps):")
-    print(f"  30 fps captures of 10 Hz, default settings: {ratios('default capture', ort32)} of ORT fp32 (target >= 2.5x)")
-    print(f"  clips without repeats, default settings: {ratios('default', ort32)} of ORT fp32 (target >= 1.0x); "
+    print(f"  30 fps captures of 10 Hz, default settings: {ratios('default capture', b32)} of ORT fp32 (target >= 2.5x)")
+    print(f"  clips without repeats, default settings: {ratios('default', b32)} of ORT fp32 (target >= 1.0x); "
           f"dedupe off {nod['stream_fps'] / ort32:.2f}x")
-    print(f"  int8 file end to end: {ratios('int8 file', ort8)} of ORT int8 (target >= 0.9x)")
-    best8 = max(r["fps"] for name, r in infer.items() if "int8" in name)
-    print(f"  (int8 file end to end: {ratios('int8 file', best8)} of ORT int8's fastest way alone, {best8:.2f} fps)")
-    print(f"  (fp32 end to end: {ratios('fp32', ort32)} of ORT fp32)")
+    print(f"  int8 file end to end: {ratios('int8 file', b8)} of ORT int8 (target >= 0.9x)")
+    best8 = max((name for name in infer if "int8" in name), key=lambda name: infer[name]["fps"])
+    print(f"  (int8 file end to end: {ratios('int8 file', best8)} of ORT int8's fastest way alone, {best8}: "
+          f"{infer[best8]['fps']:.2f} fps)")
+    print(f"  (fp32 end to end: {ratios('fp32', b32)} of ORT fp32)")
     if not args.keep:
         import shutil
         shutil.rmtree(work, ignore_errors=True)
