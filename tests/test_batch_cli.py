@@ -35,13 +35,21 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def _reap_killed(proc: subprocess.Popen) -> None:
+    """Wait for a SIGKILLed run and close its pipes (communicate() could wait on a worker
+    that still holds them)."""
+    proc.wait(timeout=30)
+    for pipe in (proc.stdout, proc.stderr):
+        pipe.close()
+
+
 def test_killed_run_leaves_nothing_done_and_next_run_completes(tmp_path):
     pipe, out, flag = _setup(tmp_path)
     proc = subprocess.Popen(cli_cmd("run", str(pipe)), env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(Path(str(flag) + ".started"), proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    _reap_killed(proc)
 
     first = str(tmp_path / "inbox" / "P001" / "E01.mp4")
     with Ledger(out) as ledger:
@@ -186,7 +194,7 @@ def test_kill_9_of_the_run_also_ends_its_workers(tmp_path):
     worker = int(started.read_text())
     try:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        _reap_killed(proc)
         t0 = time.monotonic()
         while _alive(worker) and time.monotonic() - t0 < 10:
             time.sleep(0.05)
