@@ -49,11 +49,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,16 +235,13 @@ def main(argv=None) -> None:
         for runs, (label, clip, _, model_path, dedupe, precision) in zip(segment_runs, segment_cases):
             runs.append(segment(label, clip, model_path, dedupe, precision))
 
-    def med(values):
-        return statistics.median(values)
-
-    infer = {name: {"fps": med([r["fps"] for r in runs]), "runs": [r["fps"] for r in runs]}
+    infer = {name: {"fps": median([r["fps"] for r in runs]), "runs": [r["fps"] for r in runs]}
              for name, runs in infer_runs.items()}
     rows = []
     for (label, _, d, *_), runs in zip(segment_cases, segment_runs):
         r = dict(runs[-1])
         for k in ("stream_fps", "wall_fps", "maxrss_mb"):
-            r[k] = med([x[k] for x in runs])
+            r[k] = median([x[k] for x in runs])
         r["runs"] = runs
         rows.append((label, d, r))
     eager = infer["eager PyTorch fp32, batch 1"]["fps"]
@@ -286,7 +283,7 @@ def main(argv=None) -> None:
             if lab != label:
                 continue
             each = [x["stream_fps"] / ref["fps"] for x, ref in zip(r["runs"], infer_runs[ref_name])]
-            out.append(f"{med(each):.2f}x" + (f" ({', '.join(f'{e:.2f}' for e in each)})" if len(each) > 1 else ""))
+            out.append(f"{median(each):.2f}x" + (f" ({', '.join(f'{e:.2f}' for e in each)})" if len(each) > 1 else ""))
         return ", ".join(out)
 
     b32, b8 = "ONNX Runtime fp32, batch 1", "ONNX Runtime int8, batch 1"

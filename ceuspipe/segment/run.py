@@ -546,7 +546,7 @@ def _stream(clip: Path, tmp: Path, predictor: Predictor, spec: ModelSpec, config
                         launch()
                         while len(inflight) >= INFLIGHT_BATCHES:
                             collect()
-                elif not batch and not inflight:
+                elif not batch:
                     drain()
                 elif len(pending) >= (INFLIGHT_BATCHES + 1) * config.batch_size + config.queue_frames:
                     flush()  # a long run of repeats: do not hold its frames back any longer
