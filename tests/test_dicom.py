@@ -151,6 +151,24 @@ def test_palette_colour(tmp_path):
     assert tuple(frame.image[0, -1]) == (255, 0, 0)
 
 
+def test_palette_16_bit_lut_scaled_per_file_not_per_frame(tmp_path, caplog):
+    """A dark frame (16-bit LUT entries all <= 255) is dark, as in the frames next to it;
+    palette indices are not samples: no 'scaled linearly' warning for 16-bit indices."""
+    idx = np.zeros((2, H, W), np.uint16)
+    idx[0, :, 6:] = 1       # frame 0: entries 0 and 1 only (16-bit values 0 and 200)
+    idx[1, :, 6:] = 300     # frame 1: entry 300 (65535)
+    lut = np.zeros(512, np.uint16)
+    lut[1], lut[300] = 200, 65535
+    extra = {f"{c}PaletteColorLookupTableDescriptor": [512, 0, 16] for c in ("Red", "Green", "Blue")}
+    extra.update({f"{c}PaletteColorLookupTableData": lut.tobytes() for c in ("Red", "Green", "Blue")})
+    path = write_dicom(tmp_path / "pal16.dcm", idx, photometric="PALETTE COLOR", bits_stored=9, extra=extra)
+    with caplog.at_level(logging.WARNING, logger="ceuspipe"):
+        dark, bright = [f.image for f in iter_frames(path)]
+    assert dark.max() == 0  # 200 / 65535 of full scale, not 200 / 255
+    assert tuple(bright[0, -1]) == (255, 255, 255) and tuple(bright[0, 0]) == (0, 0, 0)
+    assert not any("scaled linearly" in r.message for r in caplog.records)
+
+
 def test_frame_time_vector(tmp_path):
     pixels = np.zeros((4, H, W), np.uint8)
     path = write_dicom(tmp_path / "ftv.dcm", pixels, photometric="MONOCHROME2",

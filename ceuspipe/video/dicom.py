@@ -1,7 +1,14 @@
 """Multi-frame ultrasound DICOM cines as a stream of RGB frames with true times.
 
 Frames are read one at a time with :func:`pydicom.pixels.iter_pixels` from the
-file path (never the whole pixel array at once). Frame times come from the
+file path (never the whole pixel array at once), except for Deflated Explicit VR
+Little Endian files: pydicom reads pixel data only from an inflated data set, so
+such a file is read whole with :func:`pydicom.dcmread` and held in memory
+(inflated) while its frames are decoded. Encapsulated pixel data is decoded by
+pydicom's plug-ins: python-gdcm (JPEG baseline and extended 8-bit, JPEG
+Lossless, JPEG-LS, JPEG 2000) and Pillow, RLE by pydicom itself. Pixel data that
+no plug-in decodes (12-bit JPEG Extended, for one) raises :class:`InputError`
+with one line naming the transfer syntax. Frame times come from the
 DICOM timing attributes, in this order unless (0028,0009) Frame Increment
 Pointer names one of the first two:
 
@@ -13,9 +20,12 @@ Pointer names one of the first two:
 A multi-frame file with none of these raises :class:`InputError`; a
 single-frame file gets time 0.0. Colour: RGB as is; YBR_FULL and YBR_FULL_422
 converted to RGB by pydicom (once: never twice, which is what makes images
-green); MONOCHROME2 grey to 3 channels, MONOCHROME1 inverted first;
-PALETTE COLOR through its lookup table. Samples wider than 8 bits are scaled
-linearly from ``[0, 2**BitsStored - 1]`` to ``[0, 255]`` (with a warning).
+green); YBR_ICT and YBR_RCT (JPEG 2000 only) come out of the JPEG 2000
+decoder as RGB; MONOCHROME2 grey to 3 channels, MONOCHROME1 inverted first;
+PALETTE COLOR through its lookup table (16-bit entries to 8 bits, see
+:func:`palette_table`). Samples wider than 8 bits are scaled linearly from
+``[0, 2**BitsStored - 1]`` to ``[0, 255]`` (with a warning; palette indices are
+not samples and are not scaled).
 The input file is only ever opened for reading.
 
 :func:`read_ultrasound_regions` reads the panel boxes and pixel spacing the
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -43,7 +54,12 @@ MAX_FRAMES = 900_000
 _FRAME_TIME_VECTOR = 0x00181065
 _FRAME_TIME = 0x00181063
 _SUPPORTED_PHOTOMETRIC = {"RGB", "YBR_FULL", "YBR_FULL_422", "MONOCHROME1", "MONOCHROME2",
-                          "PALETTE COLOR"}
+                          "PALETTE COLOR", "YBR_ICT", "YBR_RCT"}
+# Colour transforms of JPEG 2000's codestream: the decoder undoes them and returns RGB.
+_J2K_ONLY_PHOTOMETRIC = {"YBR_ICT", "YBR_RCT"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+# An AttributeError's text: says nothing about the file.
+_PYTHON_INTERNAL = re.compile(r"object has no attribute")
 # Encapsulated video (MPEG-2, MPEG-4 AVC/H.264, HEVC/H.265) transfer syntaxes.
 _VIDEO_SYNTAX_PREFIX = "1.2.840.10008.1.2.4.10"
 
@@ -116,6 +132,12 @@ def _checked_header(ds, path: Path):
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in _SUPPORTED_PHOTOMETRIC:
         raise InputError(path, f"unsupported DICOM photometric interpretation {_shown(photometric, 16)!r}")
+    if photometric in _J2K_ONLY_PHOTOMETRIC:
+        from pydicom.uid import JPEG2000TransferSyntaxes
+
+        if tsyntax not in JPEG2000TransferSyntaxes:
+            raise InputError(path, f"DICOM photometric interpretation {photometric} is only valid for "
+                                   f"JPEG 2000 pixel data, not {_syntax_label(ds)}: damaged header")
     for key in ("Rows", "Columns", "BitsAllocated"):
         if key not in ds:
             raise InputError(path, f"DICOM lacks {key}")
@@ -200,21 +222,70 @@ def _strictly_increasing(times: np.ndarray, path) -> np.ndarray:
     return out
 
 
-def to_rgb8(arr: np.ndarray, ds) -> np.ndarray:
+def _syntax_label(ds) -> str:
+    """The transfer syntax as ``name (UID)`` for messages (just the UID when pydicom has no name)."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not uid:
+        return "an unknown transfer syntax"
+    name = _shown(getattr(uid, "name", uid), 64)
+    return name if name == _shown(uid, 64) else f"{name} ({_shown(uid, 64)})"
+
+
+def _one_line_reason(err: BaseException) -> str:
+    """A pydicom error as one short line. pydicom's decode errors are multi-line:
+    ``"Unable to decode as exceptions were raised by all available plugins:"`` and
+    one ``"  plugin: reason"`` line per plug-in; the first plug-in's reason is kept,
+    passing over Python-internal ones (gdcm's binding fails on damaged JPEG data
+    with ``'NoneType' object has no attribute 'encode'``) when another plug-in says more."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    if not lines:
+        return err.__class__.__name__
+    reason = lines[0].rstrip(":").strip()
+    if "raised by all available plugins" in lines[0] and len(lines) > 1:
+        reasons = []
+        for item in lines[1:]:
+            name, sep, rest = item.partition(": ")
+            reasons.append(rest if sep and " " not in name else item)
+        reason = next((r for r in reasons if not _PYTHON_INTERNAL.search(r)), reasons[0])
+    return _shown(reason, 160)
+
+
+def palette_table(ds) -> np.ndarray:
+    """The PALETTE COLOR lookup table of ``ds`` as ``(2**BitsStored, 3) uint8`` RGB,
+    indexed by stored pixel value (indices below the first mapped value take the
+    first entry, above the last the last entry, as in
+    :func:`pydicom.pixels.apply_color_lut`).
+
+    16-bit entries are scaled to 8 bits (``>> 8``) unless no entry of the whole
+    table exceeds 255 (8-bit values written in 16-bit words, which some scanners
+    do): decided once per table, so a dark frame is not brightened.
+    """
+    from pydicom.pixels import apply_color_lut
+
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 8) or 8)
+    if not 1 <= bits <= 16:
+        raise ValueError(f"palette indices of {bits} bits")
+    rgb = apply_color_lut(np.arange(2 ** bits, dtype=np.uint8 if bits <= 8 else np.uint16), ds)[:, :3]
+    if rgb.dtype != np.uint8 and rgb.max(initial=0) > 255:
+        rgb = rgb >> 8
+    return np.ascontiguousarray(rgb.astype(np.uint8))
+
+
+def to_rgb8(arr: np.ndarray, ds, palette: np.ndarray | None = None) -> np.ndarray:
     """Convert one decoded frame to ``(rows, cols, 3) uint8`` RGB.
 
     ``arr`` is what pydicom yields with ``raw=False``: ``(rows, cols)`` grey or
-    palette indices, or ``(rows, cols, 3)`` already converted to RGB.
+    palette indices, or ``(rows, cols, 3)`` already converted to RGB (YBR_FULL,
+    YBR_FULL_422, and JPEG 2000's YBR_ICT and YBR_RCT). ``palette``: the file's
+    :func:`palette_table` when already computed (PALETTE COLOR only; computed
+    here otherwise).
     """
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        rgb = apply_color_lut(arr, ds)
-        if rgb.dtype != np.uint8:
-            rgb = (rgb.astype(np.uint32) >> 8).astype(np.uint8) if rgb.max(initial=0) > 255 \
-                else rgb.astype(np.uint8)
-        return np.ascontiguousarray(rgb[..., :3])
+        table = palette_table(ds) if palette is None else palette
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        return np.take(table, arr, axis=0, mode="clip")
     bits_allocated = int(ds.get("BitsAllocated", 8))
     if bits_allocated > 8 or arr.dtype.itemsize > 1:
         bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
@@ -258,20 +329,26 @@ def _probe_from_header(ds, path: Path) -> VideoInfo:
 
 
 def _pixel_frames(path: Path, ds, indices: Iterator[int]) -> Iterator[np.ndarray]:
-    """Decoded frames for ``indices`` (read lazily), one at a time, YBR converted to RGB."""
+    """Decoded frames for ``indices`` (read lazily), one at a time, YBR converted to RGB.
+
+    A Deflated Explicit VR Little Endian file is inflated whole into memory first
+    (``iter_pixels`` on its path finds no pixel data in the still-deflated stream).
+    """
+    import pydicom
     from pydicom.pixels import iter_pixels
 
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     encapsulated = bool(tsyntax is not None and tsyntax.is_encapsulated)
+    src = pydicom.dcmread(path) if tsyntax == _DEFLATED else path
     if photometric == "YBR_FULL_422" and not encapsulated:
         # pydicom 3.0 changes its per-file state after the first native 4:2:2 frame
         # and then miscomputes the next frame's length; a fresh reader per frame
         # (header parse only, pixel bytes still read one frame at a time) avoids it.
         for i in indices:
-            yield from iter_pixels(path, indices=[i])
+            yield from iter_pixels(src, indices=[i])
         return
-    yield from iter_pixels(path, indices=indices)
+    yield from iter_pixels(src, indices=indices)
 
 
 def iter_dicom_frames(path: str | os.PathLike, *,
@@ -286,7 +363,9 @@ def iter_dicom_frames(path: str | os.PathLike, *,
     path = Path(path)
     ds = read_header(path)
     times = _header_call(path, frame_times, ds, path)
-    if _header_call(path, lambda: int(ds.get("BitsAllocated", 8))) > 8:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    palette = _header_call(path, palette_table, ds) if photometric == "PALETTE COLOR" else None
+    if _header_call(path, lambda: int(ds.get("BitsAllocated", 8))) > 8 and palette is None:
         log.warning("%s: %s-bit DICOM samples scaled linearly to 8 bits (BitsStored=%s)",
                     path, ds.get("BitsAllocated"), ds.get("BitsStored"))
     current = [-1]
@@ -307,19 +386,22 @@ def iter_dicom_frames(path: str | os.PathLike, *,
     try:
         for arr in _pixel_frames(path, ds, wanted()):
             i = current[0]
-            yield Frame(index=i, time_s=float(times[i]), image=to_rgb8(arr, ds))
+            yield Frame(index=i, time_s=float(times[i]), image=to_rgb8(arr, ds, palette))
             yielded += 1
     except InputError:
         raise
     except Exception as err:  # pydicom raises many types for damaged or unsupported data
         if select_error:
             raise select_error[0] from None
+        # pydicom's messages run over several lines (one per decoding plug-in): one line here.
+        reason = _one_line_reason(err)
         if yielded == 0:
-            raise InputError(path, f"DICOM pixel data cannot be decoded ({err})") from err
+            raise InputError(path, f"DICOM pixel data in {_syntax_label(ds)} cannot be decoded: "
+                                   f"{reason}") from err
         # Native pixel data ends early when the file is truncated; frames already
         # handed out cannot be taken back, so the whole clip is refused.
         raise InputError(path, f"DICOM pixel data damaged or truncated after {yielded} of "
-                               f"{times.size} frame(s) ({err})") from err
+                               f"{times.size} frame(s) ({reason})") from err
     if select_error:
         raise select_error[0]
 
