@@ -75,6 +75,7 @@ def _info_lines(layout: PanelLayout) -> list[str]:
              f"origin {layout.origin or 'n/a'}   confidence {conf}"
              + ("" if layout.pixel_size_mm is None else
                 f"   pixel {layout.pixel_size_mm[0]:.3f} x {layout.pixel_size_mm[1]:.3f} mm")]
+    lines.append(geometry_line(layout))
     for name, cue in layout.cues.items():
         if isinstance(cue, dict):
             lines.append(f"{name}: CEUS {cue['ceus']:g}  US {cue['us']:g}  vote {cue['vote']:+.2f}")
@@ -83,6 +84,21 @@ def _info_lines(layout: PanelLayout) -> list[str]:
     if layout.warning:
         lines.append("WARNING: " + layout.warning)
     return lines
+
+
+def geometry_line(layout: PanelLayout) -> str:
+    """One line on the pair's geometry: sizes, whether they agree, a placed box."""
+    c, u = layout.ceus, layout.us
+    g = layout.geometry or {}
+    agree = g.get("sizes_agree", (c.w, c.h) == (u.w, u.h))
+    text = f"sizes CEUS {c.w}x{c.h}, US {u.w}x{u.h}: " + ("agree" if agree else "DISAGREE")
+    if g.get("placed_from_partner"):
+        text += (f"; {g['placed_from_partner'].upper()} box placed from its partner"
+                 f" (found {g.get('detected', {}).get(g['placed_from_partner'])}, position uncertainty "
+                 f"{g.get('position_uncertainty_px', 0)} px)")
+    if g.get("split"):
+        text += f"; touching panels split at a {g['split']}"
+    return text
 
 
 def render_preview(frames: list[np.ndarray], layout: PanelLayout) -> np.ndarray:
@@ -112,21 +128,22 @@ def render_preview(frames: list[np.ndarray], layout: PanelLayout) -> np.ndarray:
     return np.vstack([img, strip])
 
 
-def write_layout_files(path: str | os.PathLike, layout_json: str | os.PathLike,
+def write_layout_files(path: str | os.PathLike, layout_json: str | os.PathLike | None,
                        preview_png: str | os.PathLike | None = None, *, ceus_side: str | None = None,
                        span_s: float = SAMPLE_SPAN_S) -> PanelLayout:
-    """Measure ``path``'s layout (:func:`measure_layout`), write it to ``layout_json``
-    (atomically; loads with :func:`ceuspipe.video.panels.load_layout`) and, when
-    given, the preview (:func:`render_preview`) to ``preview_png``. Returns the layout."""
+    """Measure ``path``'s layout (:func:`measure_layout`) and, when given, write it to
+    ``layout_json`` (atomically; loads with :func:`ceuspipe.video.panels.load_layout`)
+    and the preview (:func:`render_preview`) to ``preview_png``. Returns the layout."""
     from ceuspipe.fsutil import atomic_write_bytes
 
     layout, frames, _ = measure_layout(path, ceus_side=ceus_side, span_s=span_s)
-    save_layout(layout, layout_json)
+    if layout_json is not None:
+        save_layout(layout, layout_json)
     if preview_png is not None:
         preview = render_preview(frames, layout)
         ok, data = cv2.imencode(".png", cv2.cvtColor(preview, cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError("PNG encoding failed")
         atomic_write_bytes(preview_png, data.tobytes())
-    log.debug("%s: layout %s written to %s", path, layout.to_dict(), layout_json)
+    log.debug("%s: layout %s (written to %s)", path, layout.to_dict(), layout_json)
     return layout

@@ -53,7 +53,10 @@ class PanelLayout:
       (``None`` for layouts that were given rather than decided);
     - ``cues``: cue name -> value or vote (see :func:`ceuspipe.video.layout.detect_layout`);
     - ``warning``: one line, set when ``confidence`` is low, naming the hint to give;
-    - ``pixel_size_mm``: ``(dx, dy)`` in mm per pixel (from DICOM ultrasound regions).
+    - ``pixel_size_mm``: ``(dx, dy)`` in mm per pixel (from DICOM ultrasound regions);
+    - ``geometry``: how the pair's boxes agree (one size, one top or left), and for
+      detected layouts how they were found (see
+      :func:`ceuspipe.video.layout.geometry_report`); empty when not recorded.
 
     Equality compares the boxes and frame size only.
     """
@@ -67,6 +70,7 @@ class PanelLayout:
     cues: dict = field(default_factory=dict, compare=False, hash=False)
     warning: str | None = field(default=None, compare=False)
     pixel_size_mm: tuple[float, float] | None = field(default=None, compare=False)
+    geometry: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def stacked(self) -> bool:
@@ -84,8 +88,8 @@ class PanelLayout:
         return "left" if self.ceus.x < self.us.x else "right"
 
     def swapped(self) -> "PanelLayout":
-        """The same layout with the CEUS and US boxes exchanged."""
-        return replace(self, ceus=self.us, us=self.ceus)
+        """The same layout with the CEUS and US boxes exchanged (its geometry report too)."""
+        return replace(self, ceus=self.us, us=self.ceus, geometry=_swapped_geometry(self.geometry))
 
     def to_dict(self) -> dict:
         d = {
@@ -98,6 +102,7 @@ class PanelLayout:
             "cues": _jsonable(self.cues),
             "warning": self.warning,
             "pixel_size_mm": None if self.pixel_size_mm is None else [float(v) for v in self.pixel_size_mm],
+            "geometry": _jsonable(self.geometry),
         }
         return d
 
@@ -112,6 +117,9 @@ class PanelLayout:
         if not isinstance(cues, dict):
             raise ValueError("cues must be an object")
         warning = d.get("warning")
+        geometry = d.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            raise ValueError("geometry must be an object")
         return cls(
             ceus=Box(**{k: int(d["ceus"][k]) for k in "xywh"}),
             us=Box(**{k: int(d["us"][k]) for k in "xywh"}),
@@ -122,7 +130,21 @@ class PanelLayout:
             cues=dict(cues),
             warning=None if warning is None else str(warning),
             pixel_size_mm=None if pix is None else (float(pix[0]), float(pix[1])),
+            geometry=dict(geometry),
         )
+
+
+def _swapped_geometry(geometry: dict) -> dict:
+    """A geometry report (see :attr:`PanelLayout.geometry`) with CEUS and US exchanged."""
+    g = dict(geometry)
+    if isinstance(g.get("size_difference_px"), (list, tuple)):
+        g["size_difference_px"] = [-v for v in g["size_difference_px"]]
+    if isinstance(g.get("detected"), dict):
+        g["detected"] = {"ceus": g["detected"].get("us"), "us": g["detected"].get("ceus")}
+    placed = g.get("placed_from_partner")
+    if placed in ("ceus", "us"):
+        g["placed_from_partner"] = "us" if placed == "ceus" else "ceus"
+    return g
 
 
 def _jsonable(value):
@@ -172,7 +194,8 @@ def load_layout(path: str | os.PathLike) -> PanelLayout:
 
 def save_layout(layout: PanelLayout, path: str | os.PathLike) -> None:
     """Write ``layout`` as JSON (``{"ceus": {x,y,w,h}, "us": {...}, frame_width, frame_height}``
-    plus the optional ``origin``, ``confidence``, ``cues``, ``warning``, ``pixel_size_mm``)."""
+    plus the optional ``origin``, ``confidence``, ``cues``, ``warning``, ``pixel_size_mm``,
+    ``geometry``)."""
     from ceuspipe.fsutil import atomic_write_text
 
     atomic_write_text(path, json.dumps(layout.to_dict(), indent=2) + "\n")
