@@ -16,7 +16,8 @@ import click
 @click.option("--width", type=click.IntRange(min=64), default=800, show_default=True, help="Frame width (px).")
 @click.option("--height", type=click.IntRange(min=36), default=450, show_default=True, help="Frame height (px).")
 @click.option("--panel-size", type=click.IntRange(min=32), default=None,
-              help="Square panel side in px (default min(0.8 H, 0.45 W)).")
+              help="Square panel side in px (default min(0.8 H, 0.45 W)); with --skin logiq the panel "
+                   "width (default min(0.48 W, H); height width/1.385).")
 @click.option("--ceus-side", type=click.Choice(["left", "right", "random"]), default="left", show_default=True,
               help="Side of the CEUS panel ('random': drawn per patient).")
 @click.option("--colormap", type=click.Choice(["gray", "gold"]), default="gray", show_default=True,
@@ -32,7 +33,8 @@ import click
               help="libx264 speed preset (encoding is most of the generation time).")
 @click.option("--skin", default="default", show_default=True, metavar="NAME[+NAME...]",
               help="Screen skin: default, sector, touching, separator, dark-start, fullhd, marks, "
-                   "frozen-bmode, stacked; combine with '+' (e.g. sector+touching).")
+                   "frozen-bmode, stacked, logiq (GE LOGIQ dual display); combine with '+' "
+                   "(e.g. sector+touching, logiq+frozen-bmode).")
 @click.option("--format", "container", type=click.Choice(["mp4", "dicom-rgb", "dicom-jpeg"]), default="mp4",
               show_default=True, help="Clip container: H.264 MP4 or a multi-frame US DICOM cine "
                                       "(uncompressed RGB or JPEG baseline YBR_FULL_422).")

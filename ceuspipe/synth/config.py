@@ -19,7 +19,8 @@ class PhantomConfig:
 
     ``duration_s`` seconds, ``fps`` frames per second (frame ``i`` is shown at
     ``i / fps`` s), ``width`` x ``height`` the full screen in pixels, ``panel_size``
-    the square panel side in pixels (``None``: ``min(0.8 H, 0.45 W)``).
+    the square panel side in pixels (``None``: ``min(0.8 H, 0.45 W)``; the ``logiq``
+    skin's panel width, ``None``: ``min(0.48 W, H)``).
     ``dynamic_range_db``: display dynamic range in dB (``None``: drawn per patient
     in 50-70 dB). ``flash_times_s``: start times of high-MI flash frames (bright
     CEUS panel for ``flash_duration_s``); empty by default. ``crf``/``preset`` are

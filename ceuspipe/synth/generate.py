@@ -23,7 +23,8 @@ from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion, draw_lesion, 
 from ceuspipe.synth.bolus import LognormalBolus, draw_curves
 from ceuspipe.synth.config import PhantomConfig, patient_id, patient_seed
 from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, clear_margin, fan_mask,
-                                   gold_lut, make_geometry, render_static)
+                                   gold_lut, logiq_decorations, make_geometry, panel_footprint,
+                                   render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
 from ceuspipe.synth.tissue import render_tissue, warp
 from ceuspipe.synth.truth import (CEUS_MASK_VIDEO, TRUTH_FORMAT, TRUTH_JSON, US_MASK_VIDEO,
@@ -36,6 +37,23 @@ _LAST = ["DOE", "ROE", "SMITH", "NGUYEN", "MUELLER", "ROSSI", "TANAKA", "IVANOVA
 # libx264 single-threaded: patients are parallelised by --jobs instead.
 THREADS = 1
 FLASH_POWER = 0.35  # mean linear power of a flash frame (before speckle)
+# logiq screen: the lesion is drawn for a square of this fraction of the panel height
+# (breast lesions of 1-2 cm in 6 cm of depth), and contrast reaches a territory around
+# it of about this fraction of the image (see _logiq_territory)
+LOGIQ_LESION_SCALE = 0.7
+LOGIQ_TERRITORY_FRACTION = 0.3
+LOGIQ_INSTITUTION = "SYNTH GENERAL HOSPITAL"
+
+
+def _noise_floor_db(skin: ScreenSkin) -> float:
+    """CEUS noise floor relative to the bottom of the display range, in dB: 3 dB above
+    it (pre-contrast panel faint grey), 5 dB below it for dark-start (black but for rare
+    peaks of a few grey levels), 9 dB below it on the logiq screen, whose CEUS panel is
+    black but for rare peaks all clip long outside the perfused territory (so a max
+    projection over a minute of frames stays dark there)."""
+    if skin.scanner == "logiq":
+        return -9.0
+    return -5.0 if skin.dark_start else 3.0
 
 
 def _header(rng: np.random.Generator, fps: float, dr: float) -> dict:
@@ -61,17 +79,27 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
     skin = ScreenSkin.parse(config.skin)
     geom = make_geometry(config.width, config.height, side, config.panel_size, skin=skin)
     s = geom.panel_size
+    ph, pw = geom.panel_shape
     dr = float(config.dynamic_range_db) if config.dynamic_range_db is not None \
         else round(float(rng.uniform(50.0, 70.0)), 1)
     # dark start: the noise floor 5 dB below the display floor (not 3 dB above), so
     # before contrast arrives the CEUS panel is black but for rare speckle peaks of a
     # few grey levels (and its pre-contrast grey levels read as the display floor)
-    noise_floor = 10.0 ** ((-dr + (-5.0 if skin.dark_start else 3.0)) / 10.0)
+    noise_floor = 10.0 ** ((-dr + _noise_floor_db(skin)) / 10.0)
     lesion, parenchyma, pattern = draw_curves(rng, noise_floor)
-    shape = draw_lesion(rng, s)
+    logiq = skin.scanner == "logiq"
+    if logiq:  # a smaller lesion, drawn for a square in the middle of the wide panel
+        square = LOGIQ_LESION_SCALE * ph
+        shape = draw_lesion(rng, square)
+        shape = replace(shape, center_x=shape.center_x + (pw - square) / 2.0,
+                        center_y=shape.center_y + (ph - square) / 2.0)
+    else:
+        shape = draw_lesion(rng, s)
     motion = draw_motion(rng, s)
     if skin.probe == "sector":
         shape = _inside_fan(shape, motion, s)
+    elif logiq:
+        shape = _inside_footprint(shape, motion, _logiq_lesion_room(geom), ((pw - 1) / 2.0, 0.55 * ph))
     echo = str(rng.choice(["hypo", "hyper"]))
     contrast = float(rng.uniform(-10.0, -5.0) if echo == "hypo" else rng.uniform(4.0, 8.0))
     scale = s / 360.0
@@ -117,7 +145,7 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
                    "header": _header(rng, float(config.fps), dr)},
         "masks": {"ceus": CEUS_MASK_VIDEO, "us": US_MASK_VIDEO},
         "config": config.to_dict(),
-    } | _skin_truth(config, skin, geom)
+    } | _skin_truth(config, skin, geom) | ({"ceus_territory": _logiq_territory(shape, geom)} if logiq else {})
 
 
 def _boxes_dict(layout) -> dict:
@@ -136,25 +164,83 @@ def _skin_truth(config: PhantomConfig, skin: ScreenSkin, geom) -> dict:
                        "separator_x": geom.separator_x}
     if config.container != "mp4":
         out["container"] = {"format": config.container, "ultrasound_regions": config.dicom_regions,
-                            "pixel_size_mm": [10.0 * geom.depth_cm / geom.panel_size] * 2}
+                            "pixel_size_mm": [10.0 * geom.depth_cm / geom.panel_shape[0]] * 2}
     return out
 
 
 def _inside_fan(shape: LesionShape, motion: RespiratoryMotion, s: int) -> LesionShape:
     """``shape`` moved (towards the fan's centre line and mid-depth) until its region
     of interest, at any breathing offset, lies inside the sector of :func:`fan_mask`."""
-    fan = fan_mask(s)
+    # edge_is_outside=False: as the sector skin always placed its lesions (byte-identical clips)
+    return _inside_footprint(shape, motion, fan_mask(s), ((s - 1) / 2.0, 0.62 * s), edge_is_outside=False)
+
+
+def _inside_footprint(shape: LesionShape, motion: RespiratoryMotion, room: np.ndarray,
+                      target: tuple[float, float], *, edge_is_outside: bool = True) -> LesionShape:
+    """``shape`` moved along the line towards ``target`` ``(x, y)`` (panel px) until its
+    region of interest, at any breathing offset, lies inside ``room``, an ``(h, w) bool``
+    mask (the image footprint less what must stay clear of the lesion); failing that,
+    to the pixel of the eroded room nearest ``target``. ``edge_is_outside``: pixels
+    beyond the panel's edges count as outside the room."""
     r = shape.max_roi_radius + math.hypot(motion.amplitude_x_px, motion.amplitude_y_px) + 2.0
-    inner = cv2.erode(fan.astype(np.uint8), cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * int(math.ceil(r)) + 1,) * 2)).astype(bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(math.ceil(r)) + 1,) * 2)
+    if edge_is_outside:
+        inner = cv2.erode(room.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    else:
+        inner = cv2.erode(room.astype(np.uint8), kernel)
+    inner = inner.astype(bool)
+    h, w = room.shape
     cx, cy = shape.center_x, shape.center_y
-    tx, ty = (s - 1) / 2.0, 0.62 * s
+    tx, ty = target
     for k in range(101):
         x, y = cx + (tx - cx) * k / 100, cy + (ty - cy) * k / 100
         xi, yi = int(round(x)), int(round(y))
-        if 0 <= xi < s and 0 <= yi < s and inner[yi, xi]:
+        if 0 <= xi < w and 0 <= yi < h and inner[yi, xi]:
             return replace(shape, center_x=float(x), center_y=float(y))
+    if inner.any():
+        ys, xs = np.nonzero(inner)
+        j = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
+        return replace(shape, center_x=float(xs[j]), center_y=float(ys[j]))
     return replace(shape, center_x=float(tx), center_y=float(ty))
+
+
+def _logiq_panel_decorations(geom) -> np.ndarray:
+    """``(h, w) bool`` in panel coordinates: where :func:`logiq_decorations` draws inside
+    either panel (both panels show the same plane, so one mask serves both)."""
+    ph, pw = geom.panel_shape
+    inside = logiq_decorations(geom).inside_panels(geom.layout)
+    out = np.zeros((ph, pw), bool)
+    for b in (geom.layout.ceus, geom.layout.us):
+        out |= inside[b.y: b.y + ph, b.x: b.x + pw]
+    return out
+
+
+def _logiq_lesion_room(geom) -> np.ndarray:
+    """Where the lesion's ROI may lie on the logiq screen: the trapezoid footprint less
+    the decorations inside the panels (the body mark) and a few pixels around them."""
+    ph, pw = geom.panel_shape
+    deco = cv2.dilate(_logiq_panel_decorations(geom).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return panel_footprint(geom.skin, (ph, pw)) & ~deco
+
+
+def _logiq_territory(shape: LesionShape, geom) -> dict:
+    """The tissue that contrast reaches on the logiq screen (its CEUS panel stays dark
+    elsewhere): a disc around the lesion centre (panel px at rest; it moves with
+    breathing), weight 1 out to ``inner_radius_px`` (the ROI and a ring around it), then
+    fading smoothly to exactly 0 at ``radius_px`` (made irregular by two ``harmonics``
+    whose phases follow the lesion's, so no random draw is added): 2-3 times the ROI's
+    mean radius, about :data:`LOGIQ_TERRITORY_FRACTION` of the footprint's area where
+    the lesion's size allows (see :func:`ceuspipe.synth.tissue.territory_weight`)."""
+    ph, pw = geom.panel_shape
+    area = float(panel_footprint(geom.skin, (ph, pw)).sum())
+    r_roi = shape.radius * (1.0 + shape.roi_dilation)
+    outer = float(np.clip(math.sqrt(LOGIQ_TERRITORY_FRACTION * area / math.pi), 2.0 * r_roi, 3.0 * r_roi))
+    inner = min(max(1.5 * r_roi, 1.15 * shape.max_roi_radius), 0.65 * outer)
+    phases = [h.phase for h in shape.harmonics] + [0.0, 0.0]
+    return {"center_x": shape.center_x, "center_y": shape.center_y, "inner_radius_px": inner,
+            "radius_px": outer,
+            "harmonics": [{"k": 2, "amplitude": 0.12, "phase": (phases[0] + 1.0) % (2 * math.pi)},
+                          {"k": 3, "amplitude": 0.08, "phase": (phases[1] + 2.0) % (2 * math.pi)}]}
 
 
 def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
@@ -167,39 +253,47 @@ def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_
     return json.loads(json.dumps(truth))
 
 
-def _marks(shape: LesionShape, motion: RespiratoryMotion, s: int, fan: np.ndarray | None
+def _keep_off(shape: LesionShape, motion: RespiratoryMotion, panel: tuple[int, int]) -> np.ndarray:
+    """``(h, w) bool``: the lesion and its ROI at rest grown by the breathing amplitude
+    and 3 px, where nothing may be drawn over the panels (truth masks and curves stay exact)."""
+    keep_off = np.zeros(panel, np.uint8)
+    roi, lesion = shape.masks(panel)
+    keep_off[(roi | lesion).astype(bool)] = 1
+    grow = int(math.ceil(motion.max_px)) + 3
+    return cv2.dilate(keep_off, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
+
+
+def _marks(shape: LesionShape, motion: RespiratoryMotion, panel: tuple[int, int], fan: np.ndarray | None
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Marks drawn inside the panels: ``(ceus_marks, us_marks)``, each ``(s, s, 3) uint8``
-    RGB with 0 where there is no mark. A mode label top left, a focus triangle at
-    the right edge, a dotted yellow ROI circle in the quadrant away from the lesion
-    (CEUS panel); never on the lesion's region of interest at any breathing offset,
-    so the truth curves and masks stay exact."""
+    """Marks drawn inside the panels of ``panel = (h, w)`` px: ``(ceus_marks, us_marks)``,
+    each ``(h, w, 3) uint8`` RGB with 0 where there is no mark. A mode label top left,
+    a focus triangle at the right edge, a dotted yellow ROI circle in the quadrant away
+    from the lesion (CEUS panel); never on the lesion's region of interest at any
+    breathing offset, so the truth curves and masks stay exact; only on the image
+    footprint ``fan`` (``(h, w) bool``) when given."""
     out = []
-    fs = max(0.25, 0.4 * s / 360.0)
+    h, w = panel
+    fs = max(0.25, 0.4 * w / 360.0)
     for label in ("CEUS", "B"):
-        img = np.zeros((s, s, 3), np.uint8)
-        m = max(2, s // 40)
-        x_text = m if fan is None else int(0.38 * s)
+        img = np.zeros((h, w, 3), np.uint8)
+        m = max(2, w // 40)
+        x_text = m if fan is None else int(0.38 * w)
         cv2.putText(img, label, (x_text, m + int(22 * fs)), cv2.FONT_HERSHEY_SIMPLEX, fs, (240, 240, 90), 1,
                     cv2.LINE_AA)
-        fy = int(0.4 * s)
-        tri = np.array([[s - 2, fy], [s - 2 - max(3, s // 40), fy - max(2, s // 60)],
-                        [s - 2 - max(3, s // 40), fy + max(2, s // 60)]], np.int32)
+        fy = int(0.4 * h)
+        tri = np.array([[w - 2, fy], [w - 2 - max(3, w // 40), fy - max(2, w // 60)],
+                        [w - 2 - max(3, w // 40), fy + max(2, w // 60)]], np.int32)
         if fan is not None:
-            tri[:, 0] -= int(0.25 * s)
+            tri[:, 0] -= int(0.25 * w)
         cv2.fillPoly(img, [tri], (255, 255, 255))
         if label == "CEUS":
-            cx = 0.25 * s if shape.center_x > s / 2 else 0.75 * s
-            cy = 0.7 * s if shape.center_y < s / 2 else 0.35 * s
-            rad = max(4, int(0.07 * s))
+            cx = 0.25 * w if shape.center_x > w / 2 else 0.75 * w
+            cy = 0.7 * h if shape.center_y < h / 2 else 0.35 * h
+            rad = max(4, int(0.07 * min(h, w)))
             for k in range(0, 360, 20):
                 cv2.ellipse(img, (int(cx), int(cy)), (rad, rad), 0, k, k + 10, (250, 220, 40), 1)
         out.append(img)
-    keep_off = np.zeros((s, s), np.uint8)
-    roi, lesion = shape.masks((s, s))
-    keep_off[(roi | lesion).astype(bool)] = 1
-    grow = int(math.ceil(motion.max_px)) + 3
-    keep_off = cv2.dilate(keep_off, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
+    keep_off = _keep_off(shape, motion, panel)
     for img in out:
         img[keep_off] = 0
         if fan is not None:
@@ -223,7 +317,8 @@ def _exam_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(time_s, maps)`` for every frame of an exam, ``maps`` float32 ``(h, w, 2)``
     in CEUS panel pixels: channel 0 the lesion-ROI weight, channel 1 the parenchyma
-    weight, moved with the frame's breathing offset (sector skins: zero outside the fan).
+    weight, moved with the frame's breathing offset (sector and logiq skins: zero
+    outside the image footprint; logiq: parenchyma only in ``truth["ceus_territory"]``).
 
     Frame ``i``'s mean linear power before speckle is ``maps[..., 0] * (L(t) - L.offset)
     + maps[..., 1] * (P(t) - P.offset) + noise_floor_power`` (``L``, ``P`` the lesion and
@@ -234,12 +329,13 @@ def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
     shape = LesionShape.from_dict(truth["lesion_shape"])
     motion = RespiratoryMotion.from_dict(truth["motion"])
     s = int(truth["screen"]["panel_size"])
+    panel = (int(truth["layout"]["ceus"]["h"]), int(truth["layout"]["ceus"]["w"]))
     pad = int(math.ceil(motion.max_px)) + 3
     tissue = render_tissue(_exam_rngs(truth["seed"])[0], shape, s, pad, truth["dynamic_range_db"],
-                           truth["bmode"])
-    fan = fan_mask(s) if truth_skin(truth).probe == "sector" else None
+                           truth["bmode"], truth.get("ceus_territory"))
+    fan = panel_footprint(truth_skin(truth), panel)
     for t in truth["frame_times_s"]:
-        maps = warp(tissue.ceus_maps, pad, s, *motion.offset(t))
+        maps = warp(tissue.ceus_maps, pad, panel, *motion.offset(t))
         if fan is not None:
             maps[~fan] = 0.0
         yield float(t), maps
@@ -260,40 +356,58 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     geom = make_geometry(truth["frame_width"], truth["frame_height"], geometry_side(truth),
                          truth["screen"]["panel_size"], skin=skin)
     lay, s, dr = geom.layout, geom.panel_size, truth["dynamic_range_db"]
+    panel = geom.panel_shape  # (h, w); (s, s) but on the logiq screen
     tissue_rng, frame_rng = _exam_rngs(seed)
     pad = int(math.ceil(motion.max_px)) + 3
-    tissue = render_tissue(tissue_rng, shape, s, pad, dr, truth["bmode"])
+    tissue = render_tissue(tissue_rng, shape, s, pad, dr, truth["bmode"], truth.get("ceus_territory"))
     speckle = SpeckleGenerator(*truth["ceus_psf_sigma_px"])
     hdr = truth["screen"]["header"]
-    static = render_static(
-        geom,
-        (f"{hdr['name']}  ID {hdr['id']}  {hdr['date']} {hdr['time']}",
-         f"CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
-        f"C5-1  G {hdr['gain_db']}  DR {dr:g}", seed=seed)
+    logiq = skin.scanner == "logiq"
+    if logiq:
+        static = render_static(
+            geom,
+            (f"{LOGIQ_INSTITUTION}   {hdr['name']}   ID {hdr['id']}   {hdr['date']} {hdr['time']}",
+             f"ML6-15  Breast  CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
+            f"G {hdr['gain_db']}  DR {dr:g}  D {geom.depth_cm:g} cm", seed=seed)
+    else:
+        static = render_static(
+            geom,
+            (f"{hdr['name']}  ID {hdr['id']}  {hdr['date']} {hdr['time']}",
+             f"CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
+            f"C5-1  G {hdr['gain_db']}  DR {dr:g}", seed=seed)
     timer = TimerOverlay(geom)
     lut = gold_lut() if truth["colormap"] == "gold" else None
     offset = np.float32(truth["noise_floor_power"])
     flash = set(truth["flash"]["frame_indices"])
     cb, ub = lay.ceus, lay.us
-    fan = fan_mask(s) if skin.probe == "sector" else None
-    marks = _marks(shape, motion, s, fan) if skin.marks else None
+    fan = panel_footprint(skin, panel)
+    marks = _marks(shape, motion, panel, fan) if skin.marks else None
+    deco_at = deco_rgb = None
+    if logiq:  # decorations inside the panels, painted over every frame, off the lesion
+        deco = logiq_decorations(geom)
+        inside = deco.inside_panels(lay)
+        keep_off = _keep_off(shape, motion, panel)
+        for b in (cb, ub):
+            inside[b.y: b.y + b.h, b.x: b.x + b.w] &= ~keep_off
+        deco_at = np.nonzero(inside)
+        deco_rgb = deco.image[deco_at]
     frozen = None
     if skin.frozen_bmode:
         fdx, fdy = motion.offset(0.0)
-        frozen = np.rint(warp(tissue.bmode_grey, pad, s, fdx, fdy)).astype(np.uint8)
+        frozen = np.rint(warp(tissue.bmode_grey, pad, panel, fdx, fdy)).astype(np.uint8)
         frozen_lesion = shape.masks((ub.h, ub.w), fdx, fdy)[1]
         if fan is not None:
             frozen[~fan] = 0
     for i, t in enumerate(truth["frame_times_s"]):
         dx, dy = motion.offset(t)
-        maps = warp(tissue.ceus_maps, pad, s, dx, dy)
+        maps = warp(tissue.ceus_maps, pad, panel, dx, dy)
         if i in flash:
             mean = np.float32(FLASH_POWER) * (0.5 + maps[..., 0] + maps[..., 1])
         else:
             mean = maps[..., 0] * np.float32(lesion(t) - lesion.offset)
             mean += maps[..., 1] * np.float32(parenchyma(t) - parenchyma.offset)
             mean += offset
-        ceus_grey = log_compress(mean * speckle.draw(frame_rng, (s, s)), dr)
+        ceus_grey = log_compress(mean * speckle.draw(frame_rng, panel), dr)
         if fan is not None:
             ceus_grey[~fan] = 0
         frame = static.copy()
@@ -304,13 +418,15 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
         if frozen is not None:
             bm8 = frozen
         else:
-            bm8 = np.rint(warp(tissue.bmode_grey, pad, s, dx, dy)).astype(np.uint8)
+            bm8 = np.rint(warp(tissue.bmode_grey, pad, panel, dx, dy)).astype(np.uint8)
             if fan is not None:
                 bm8[~fan] = 0
         frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = bm8[..., None]
         if marks is not None:
             _overlay(frame[cb.y: cb.y + cb.h, cb.x: cb.x + cb.w], marks[0])
             _overlay(frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w], marks[1])
+        if deco_at is not None:
+            frame[deco_at] = deco_rgb
         timer.apply(frame, t)
         roi, les = shape.masks((cb.h, cb.w), dx, dy)
         if (ub.h, ub.w) != (cb.h, cb.w):

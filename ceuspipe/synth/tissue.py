@@ -42,12 +42,28 @@ class TissueMaps:
     ceus_maps: np.ndarray
 
 
+def territory_weight(xs: np.ndarray, ys: np.ndarray, territory: dict) -> np.ndarray:
+    """Perfused territory around the lesion: 1 within ``inner_radius_px`` of
+    (``center_x``, ``center_y``), falling smoothly (smoothstep) to exactly 0 at the
+    irregular outer boundary ``radius_px * (1 + sum amplitude * cos(k theta + phase))``
+    (``harmonics``) and beyond; float32, broadcast over ``xs``, ``ys`` (panel px at rest)."""
+    ox, oy = xs - territory["center_x"], ys - territory["center_y"]
+    rho, theta = np.hypot(ox, oy), np.arctan2(oy, ox)
+    r0 = float(territory["inner_radius_px"])
+    r1 = float(territory["radius_px"]) * (1.0 + sum(h["amplitude"] * np.cos(h["k"] * theta + h["phase"])
+                                                  for h in territory.get("harmonics", [])))
+    u = np.clip((rho - r0) / np.maximum(r1 - r0, 1e-6), 0.0, 1.0)
+    return (1.0 - u * u * (3.0 - 2.0 * u)).astype(np.float32)
+
+
 def render_tissue(rng: np.random.Generator, shape_: LesionShape, panel_size: int, pad: int,
-                  dynamic_range_db: float, bmode_params: dict) -> TissueMaps:
+                  dynamic_range_db: float, bmode_params: dict, territory: dict | None = None) -> TissueMaps:
     """Render the B-mode image and the CEUS weight maps for one exam.
 
     ``bmode_params``: ``background_db`` (mean tissue power, dB re full scale),
     ``lesion_contrast_db`` (negative: hypo-echoic), ``psf_sigma_px`` (lateral, axial).
+    ``territory``: when given, the parenchyma weight is restricted to it
+    (:func:`territory_weight`): contrast reaches only the tissue around the lesion.
     """
     n = panel_size + 2 * pad
     scale = panel_size / 360.0
@@ -91,15 +107,20 @@ def render_tissue(rng: np.random.Generator, shape_: LesionShape, panel_size: int
     vasc = 1.0 + 0.18 * smooth_field(rng, (n, n), 14 * scale) + 0.8 * vessels
     vasc *= (1.0 - 0.25 * depth).astype(np.float32)
     par_map = ((1.0 - roi_w) * np.maximum(vasc, 0.2)).astype(np.float32)
+    if territory is not None:
+        par_map *= territory_weight(xs, ys, territory)
     ceus_maps = np.dstack([lesion_map, par_map]).astype(np.float32)
     return TissueMaps(pad=pad, bmode_grey=bmode_grey, ceus_maps=ceus_maps)
 
 
-def warp(image: np.ndarray, pad: int, size: int, dx: float, dy: float) -> np.ndarray:
-    """Panel view ``(size, size[, c])`` of a padded tissue map shifted by ``(dx, dy)`` px.
+def warp(image: np.ndarray, pad: int, size: int | tuple[int, int], dx: float, dy: float) -> np.ndarray:
+    """Panel view ``(h, w[, c])`` of a padded tissue map shifted by ``(dx, dy)`` px;
+    ``size`` is ``(h, w)``, or one int for a square ``(size, size)`` (a panel of ``h``
+    rows shows the top ``h`` rows of the square).
 
     Output pixel ``(x, y)`` samples the map at ``(x + pad - dx, y + pad - dy)`` (bilinear).
     """
+    h, w = (size, size) if np.isscalar(size) else size
     m = np.array([[1.0, 0.0, pad - dx], [0.0, 1.0, pad - dy]], dtype=np.float64)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    return cv2.warpAffine(image, m, (int(w), int(h)), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REFLECT_101)
