@@ -87,7 +87,7 @@ def test_dark_ceus_panel_is_placed_from_the_b_mode_panel():
     # blob fits a range of positions, flush against the partner is chosen, and it is said
     assert layout.ceus.x == B_MODE.x + B_MODE.w
     assert g["position_uncertainty_px"] > 4
-    assert layout.confidence < LOW_CONFIDENCE and "placed from the B-mode panel" in layout.warning
+    assert layout.confidence < LOW_CONFIDENCE and "placed from the B-mode panel's size flush against it" in layout.warning
     assert "\n" not in layout.warning
 
 

@@ -31,8 +31,8 @@ def sample_clip(path, span_s=60.0):
     frames, times, _ = read_layout_frames(path, LayoutOptions(layout_window_s=span_s))
     return frames, times
 
-SIZES = {"fullhd": (640, 360), "stacked": (320, 240)}
-TOL = 3  # px: a fan's outermost corner pixels may be dropped
+SIZES = {"fullhd": (640, 360), "stacked": (320, 240), "logiq": (448, 250)}
+TOL = 2  # px (issue 24: every skin within 2 px of the truth)
 
 
 def make(tmp_path, skin="default", side="left", colormap="gray", container="mp4", regions=True,
@@ -51,6 +51,9 @@ def assert_matches(found: PanelLayout, truth: dict, tol: int = TOL):
         got, exp = getattr(found, name), getattr(want, name)
         assert max(abs(getattr(got, k) - getattr(exp, k)) for k in "xywh") <= tol, (name, got, exp)
     assert found.ceus_side == want.ceus_side == truth["ceus_side"]
+    # both panels of a dual display show one plane: one size wherever the truth has it
+    if (want.ceus.w, want.ceus.h) == (want.us.w, want.us.h):
+        assert (found.ceus.w, found.ceus.h) == (found.us.w, found.us.h), (found.ceus, found.us)
 
 
 SKINS = [("default", "gray"), ("default", "gold"), ("sector", "gray"), ("touching", "gray"),
@@ -71,6 +74,29 @@ def test_every_skin_on_both_sides(tmp_path, skin, colormap, side):
     assert layout.confidence >= LOW_CONFIDENCE and layout.warning is None
     assert set(layout.cues) >= {"stability", "bolus", "darkness"}
     assert all(cue["vote"] > 0 for cue in layout.cues.values())
+
+
+@pytest.mark.parametrize("skin,colormap,side,seed", [("logiq", "gray", "right", 0), ("logiq", "gray", "left", 1),
+                                                     ("logiq+marks", "gold", "right", 1),
+                                                     ("logiq+frozen-bmode", "gray", "left", 0)])
+def test_logiq_dual_display(tmp_path, skin, colormap, side, seed):
+    """The GE LOGIQ screen of issue 24: touching trapezoid panels, a CEUS panel dark but
+    where contrast reaches, a grey bar, ticks, a label and a body mark on the panel edges.
+    The CEUS box found from content alone is the enhanced territory; the pair gives it the
+    B-mode panel's size and top, and says so when its position rests on the panels touching."""
+    clip, truth = make(tmp_path, skin, side, colormap, duration_s=60, fps=2, seed=seed)
+    frames, times = sample_clip(clip)
+    layout = detect_layout(frames, times_s=times, source=clip)
+    assert_matches(layout, truth)
+    g = layout.geometry
+    assert g["sizes_agree"] and g["size_difference_px"] == [0, 0] and g["placed_from_partner"] == "ceus"
+    found = Box(*g["detected"]["ceus"])
+    assert (found.w, found.h) != (layout.us.w, layout.us.h), "content alone gives the CEUS panel another size"
+    if g["position_uncertainty_px"] > 4:
+        assert layout.confidence < LOW_CONFIDENCE
+        assert "mostly dark" in layout.warning and "flush against it" in layout.warning and "\n" not in layout.warning
+    else:
+        assert layout.confidence >= LOW_CONFIDENCE and layout.warning is None
 
 
 @pytest.mark.parametrize("container", ["dicom-rgb", "dicom-jpeg"])

@@ -147,3 +147,20 @@ def test_ambiguous_twin_panels_are_reported_unsure_once(tmp_path, copy):
     assert len(unsure) == 1 and "--ceus-side" in unsure[0]
     logged = [ln for ln in res.output.splitlines() if "low confidence" in ln]
     assert len(logged) == 1, res.output
+
+
+def test_logiq_screen_through_key_frames_and_a_layout_file(tmp_path):
+    """A GE-like dual display whose CEUS box rests on the panels touching: key frames
+    record the warning (not silent), and a layout file checked once removes it."""
+    clip, truth = _exam(tmp_path, "logiq", skin="logiq", width=448, height=250, duration_s=60.0, fps=2.0,
+                        ceus_side="left")
+    meta = _keyframes(clip, tmp_path / "kf")
+    expected = truth_layout(truth)
+    assert _near(meta["layout"]["ceus"], expected.ceus, 2) and _near(meta["layout"]["us"], expected.us, 2)
+    assert meta["layout"]["geometry"]["placed_from_partner"] == "ceus"
+    assert any("mostly dark" in w for w in meta["warnings"]), meta["warnings"]
+    layout_json = tmp_path / "logiq.json"
+    res = CliRunner().invoke(main, ["layout", str(clip), "-o", str(layout_json)])
+    assert res.exit_code == 0 and "placed from its partner" in res.output, res.output
+    given = _keyframes(clip, tmp_path / "kf_given", "--layout", str(layout_json))
+    assert given["layout"]["ceus"] == meta["layout"]["ceus"] and given["warnings"] == []

@@ -88,6 +88,11 @@ def given_geometry(layout: PanelLayout) -> dict:
             "position_uncertainty_px": 0, "split": None, "problem": None}
 
 
+def _gap(a: Box, b: Box) -> int:
+    """Pixels between two boxes side by side or stacked (0 when touching)."""
+    return max(b.x - (a.x + a.w), a.x - (b.x + b.w), b.y - (a.y + a.h), a.y - (b.y + b.h))
+
+
 def _geometry_verdict(layout: PanelLayout, geo: PairGeometry) -> PanelLayout:
     """``layout`` with its geometry report, and its confidence and warning lowered when
     the pair's boxes disagree or a placed box's position is uncertain."""
@@ -103,8 +108,12 @@ def _geometry_verdict(layout: PanelLayout, geo: PairGeometry) -> PanelLayout:
         other = "B-mode" if who == "CEUS" else "CEUS"
         if geo.uncertainty_px > 2 * SIZE_TOLERANCE_PX:
             conf = min(conf, UNCERTAIN_CONFIDENCE)
-            problem = (f"the {who} box was placed from the {other} panel's size, but its content fits "
-                       f"anywhere in a {geo.uncertainty_px} px range")
+            placed = layout.ceus if who == "CEUS" else layout.us
+            partner = layout.us if who == "CEUS" else layout.ceus
+            flush = _gap(placed, partner) <= SIZE_TOLERANCE_PX
+            problem = (f"the {who} panel is mostly dark, so its box was placed from the {other} panel's size"
+                       + (" flush against it" if flush else "")
+                       + f", but its content fits anywhere in a {geo.uncertainty_px} px range")
         else:
             conf *= PLACED_FACTOR
     warning = layout.warning
