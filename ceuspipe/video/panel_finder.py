@@ -151,24 +151,26 @@ def _walk_out(mask: np.ndarray, support: np.ndarray, start: int) -> int:
     content before it (a dark band across a panel is not an edge).
     """
     n = mask.shape[0]
+    if start + 1 >= n:
+        return n
     slack = max(_SLANT_PX, 0.1 * mask.shape[1])
     counts = mask.sum(axis=1).astype(np.int64)
     tail = np.cumsum(counts[::-1])[::-1]  # content from row i on
     head = np.concatenate(([0], np.cumsum(counts)))  # content before row i
-    near = np.zeros(mask.shape[1] + 2, bool)
-    prev = start
-    for i in range(start + 1, n):
-        near[:] = False
-        near[1:-1] = support[prev]
-        near = near | np.roll(near, 1) | np.roll(near, -1)  # the padding keeps rolls from wrapping
-        touching = int((mask[i] & near[1:-1]).sum())
-        ok = counts[i] > 0 and (counts[i] >= 0.25 * counts[prev] or counts[prev] - counts[i] <= slack) \
-            and touching >= 0.5 * counts[i]
-        if not ok and tail[i] < _BEYOND_FRACTION * max(1, int(head[i])):
-            return i
-        if counts[i] > 0:
-            prev = i
-    return n
+    near = support.copy()  # support one pixel wider on each side
+    near[:, 1:] |= support[:, :-1]
+    near[:, :-1] |= support[:, 1:]
+    rows = np.arange(n)
+    # the row each row is compared with: the last non-empty one before it (the start row at least)
+    last = np.where((counts > 0) & (rows >= start), rows, start)
+    prev = np.concatenate(([start], np.maximum.accumulate(last)[:-1]))[start + 1:]
+    i = rows[start + 1:]
+    touching = (mask[i] & near[prev]).sum(axis=1)
+    ok = (counts[i] > 0) & ((counts[i] >= 0.25 * counts[prev]) | (counts[prev] - counts[i] <= slack)) \
+        & (touching >= 0.5 * counts[i])
+    edge = ~ok & (tail[i] < _BEYOND_FRACTION * np.maximum(1, head[i]))
+    hits = np.flatnonzero(edge)
+    return int(i[hits[0]]) if hits.size else n
 
 
 def _fullest_central(counts: np.ndarray) -> int:
