@@ -47,7 +47,7 @@ def build_phantom_dataset(out: Path, args) -> Path:
     from ceuspipe.dataset.build import BuildConfig, build_dataset
     from ceuspipe.dataset.phantom_annotations import annotate_phantom
     from ceuspipe.inputs import find_inputs
-    from ceuspipe.keyframes_run import KeyframeConfig, run_keyframes
+    from ceuspipe.keyframes import KeyframeConfig, run_keyframes
     from ceuspipe.synth.config import PhantomConfig
     from ceuspipe.synth.generate import generate_phantom
 

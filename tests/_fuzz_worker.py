@@ -29,7 +29,7 @@ def main(folder: str, out_root: str, report: str) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     from ceuspipe.errors import CeuspipeError
     from ceuspipe.inputs import ExamInput
-    from ceuspipe.keyframes_run import KeyframeConfig, extract_exam
+    from ceuspipe.keyframes import KeyframeConfig, extract_exam
     from ceuspipe.video.reader import iter_frames, probe
 
     logging.getLogger("ceuspipe").setLevel(logging.CRITICAL)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from pydicom import uid as U
 
 from ceuspipe.errors import InputError
-from ceuspipe.sampling import TimeSampler
+from ceuspipe.video.sampling import TimeSampler
 from ceuspipe.video.dicom import iter_dicom_frames, probe_dicom, read_ultrasound_regions
 from ceuspipe.video.reader import open_source
 

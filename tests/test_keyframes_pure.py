@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceuspipe.sampling import TimeSampler, sample_indices
-from ceuspipe.keyframes import (TopK, change_scores,
-                                select_top_k)
+from ceuspipe.keyframes import TopK, select_top_k
+from ceuspipe.keyframes.scorers import change_scores
+from ceuspipe.video.sampling import TimeSampler, sample_indices
 
 
 def brute_sample_indices(times, fps):

@@ -164,3 +164,22 @@ def test_logiq_screen_through_key_frames_and_a_layout_file(tmp_path):
     assert res.exit_code == 0 and "placed from its partner" in res.output, res.output
     given = _keyframes(clip, tmp_path / "kf_given", "--layout", str(layout_json))
     assert given["layout"]["ceus"] == meta["layout"]["ceus"] and given["warnings"] == []
+
+
+@pytest.mark.parametrize("side", ["top", "bottom"])
+def test_ceus_side_top_or_bottom_forces_stacked_panels_in_every_command(tmp_path, side):
+    """--ceus-side top|bottom (accepted by the layout, refused by the shared CLI options
+    before) reaches key frames and segment-video on the stacked phantom."""
+    clip, truth = _exam(tmp_path, "stacked", skin="stacked", width=320, height=240, duration_s=12.0,
+                        ceus_side="left")  # CEUS on top
+    expected = truth_layout(truth)
+    want = expected.ceus if side == "top" else expected.us
+    meta = _keyframes(clip, tmp_path / "kf", "--ceus-side", side)
+    assert _near(meta["layout"]["ceus"], want, 2)
+    assert meta["layout"]["cues"]["ceus_side"] == f"given ({side})"
+    ckpt = write_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "seg"
+    res = CliRunner().invoke(main, ["segment-video", str(clip), "--model", str(ckpt), "-o", str(out),
+                                    "--engine", "torch", "--ceus-side", side])
+    assert res.exit_code == 0, res.output
+    assert _near(json.loads((out / "segment.json").read_text())["layout"]["ceus"], want, 2)

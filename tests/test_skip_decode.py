@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from ceuspipe.sampling import TimeSampler
+from ceuspipe.video.sampling import TimeSampler
 from ceuspipe.video import pyav_source
 from ceuspipe.video.clip_stream import open_clip
 from ceuspipe.video.reader import open_source

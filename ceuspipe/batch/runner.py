@@ -257,7 +257,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
                 leftover.rmdir()  # only when empty
 
         if report.done and any(s.function == "keyframes" for s in pipeline.stages):
-            from ceuspipe.keyframes_run import write_manifest
+            from ceuspipe.keyframes.run import write_manifest
 
             write_manifest(out)
         report.failed.sort()

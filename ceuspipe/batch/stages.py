@@ -88,7 +88,7 @@ def _paths_absolute(options: dict, keys: tuple[str, ...], base_dir: Path) -> dic
 def _keyframe_config(options: dict):
     """The :class:`KeyframeConfig` of a stage's options (it checks every value itself)."""
     from ceuspipe import configs
-    from ceuspipe.keyframes_run import KeyframeConfig
+    from ceuspipe.keyframes.config import KeyframeConfig
 
     return configs.build(KeyframeConfig, options, exclude=("overwrite",))
 
@@ -105,7 +105,7 @@ def keyframes_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
     ``keyframes.json`` and ``scores.csv`` directly in the exam folder. Option
     ``pseudonymize``: a key file; the stage's files then carry pseudonymous ids and no
     source path (the batch ledger and folder names of the run are not changed)."""
-    from ceuspipe.keyframes_run import extract_exam, pseudonymize_exams
+    from ceuspipe.keyframes.run import extract_exam, pseudonymize_exams
 
     exam_tmp_dir = Path(exam_tmp_dir)
     scratch = exam_tmp_dir / ".keyframes"

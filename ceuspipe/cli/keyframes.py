@@ -14,6 +14,11 @@ from ceuspipe.cli.options import layout_options, layout_overrides
               help="Sampling rate in frames per second of presentation time.")
 @click.option("-k", "--top-k", "k", default=40, show_default=True, type=click.IntRange(min=1),
               help="Key frames kept per exam (largest grey-level change).")
+@click.option("--scorer", default=None, metavar="NAME",
+              help="How a sample is scored [default: the paper's mean grey-level change of the CEUS panel, "
+                   "grey-change]; or a "
+                   "scorer registered in ceuspipe.keyframes.scorers or by an entry point "
+                   "(group ceuspipe.keyframe_scorers).")
 @layout_options
 @click.option("-j", "--jobs", default=1, show_default=True, type=int,
               help="Exams processed in parallel (-1: one per core).")
@@ -22,7 +27,7 @@ from ceuspipe.cli.options import layout_options, layout_overrides
               metavar="KEYFILE", help="Replace patient and exam ids by keyed-hash pseudonyms and write no "
                                       "source path; the secret and the mapping live only in KEYFILE "
                                       "(created on first use; must be outside OUT).")
-def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, pseudonymize, **layout_kw):
+def keyframes_cmd(inputs, out, sample_fps, k, scorer, jobs, overwrite, pseudonymize, **layout_kw):
     """Extract key frames from INPUTS (videos, DICOM files, folders) into OUT.
 
     Per exam: OUT/<patient>/<exam>/ with PNG frames and panel crops, keyframes.json
@@ -31,11 +36,12 @@ def keyframes_cmd(inputs, out, sample_fps, k, jobs, overwrite, pseudonymize, **l
     """
     from ceuspipe.cli import show_progress
     from ceuspipe.inputs import find_inputs
-    from ceuspipe.keyframes_run import KeyframeConfig, run_keyframes
+    from ceuspipe.keyframes import KeyframeConfig, run_keyframes
 
-    exams = find_inputs(inputs)
+    chosen = {} if scorer is None else {"scorer": scorer}  # the default lives in KeyframeConfig
     config = KeyframeConfig(sample_fps=sample_fps, k=k, overwrite=overwrite, pseudonymize=pseudonymize,
-                            **layout_overrides(layout_kw))
+                            **chosen, **layout_overrides(layout_kw))
+    exams = find_inputs(inputs)
     report = run_keyframes(exams, out, config, jobs=jobs, progress=show_progress())
     done, skipped, failed = (report.by_status(s) for s in ("done", "skipped", "failed"))
     if done or skipped:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ceuspipe.video.panels import CEUS_SIDES
+
 
 @click.command("layout")
 @click.argument("clip", type=click.Path(exists=True, dir_okay=False, path_type=str))
@@ -12,7 +14,7 @@ import click
                    "without it the layout is only printed.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Preview PNG: boxes, labels, cues; burned-in text outside the panels blurred.")
-@click.option("--ceus-side", type=click.Choice(["left", "right", "top", "bottom"]),
+@click.option("--ceus-side", type=click.Choice(CEUS_SIDES),
               help="Force which panel is CEUS (top/bottom for stacked panels).")
 @click.option("--span-s", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds from the clip start sampled at 1 fps.")

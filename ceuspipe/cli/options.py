@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ceuspipe.video.panels import Box
+from ceuspipe.video.panels import CEUS_SIDES, Box
 
 
 def _parse_box(ctx, param, value):
@@ -19,8 +19,8 @@ def _parse_box(ctx, param, value):
 
 def layout_options(fn):
     """Add ``--layout``, ``--ceus-box``, ``--us-box``, ``--ceus-side`` to a command."""
-    fn = click.option("--ceus-side", type=click.Choice(["left", "right"]),
-                      help="Force which detected panel is CEUS.")(fn)
+    fn = click.option("--ceus-side", type=click.Choice(CEUS_SIDES),
+                      help="Force which detected panel is CEUS (top/bottom for stacked panels).")(fn)
     fn = click.option("--us-box", callback=_parse_box, metavar="X,Y,W,H",
                       help="B-mode panel box in full-frame pixels (with --ceus-box).")(fn)
     fn = click.option("--ceus-box", callback=_parse_box, metavar="X,Y,W,H",

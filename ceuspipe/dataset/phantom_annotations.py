@@ -23,7 +23,7 @@ from ceuspipe.dataset.keyframe_index import KeyFrame, load_keyframe_index
 from ceuspipe.dataset.rasterize import self_intersection
 from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir
-from ceuspipe.sampling import evenly_spaced
+from ceuspipe.video.sampling import evenly_spaced
 
 log = logging.getLogger("ceuspipe")
 

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ceuspipe.errors import InputError
-from ceuspipe.sampling import evenly_spaced
+from ceuspipe.video.sampling import evenly_spaced
 from ceuspipe.preprocess import panel_to_input
 from ceuspipe.video.layout import LayoutOptions
 

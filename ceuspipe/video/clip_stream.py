@@ -37,7 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from ceuspipe.errors import InputError
-from ceuspipe.sampling import TimeSampler, evenly_spaced
+from ceuspipe.video.sampling import TimeSampler, evenly_spaced
 from ceuspipe.video.frames import Frame, check_clip_length, clip_duration_s
 from ceuspipe.video.layout import LayoutError, LayoutOptions
 from ceuspipe.video.panels import PanelLayout
@@ -134,7 +134,7 @@ def _is_sure(layout: PanelLayout) -> bool:
 @dataclass
 class ClipStream:
     """A clip opened for one pass (see :func:`open_clip`). Iterate once; then ``stats``
-    (a :class:`~ceuspipe.sampling.TimeSampler` counting every decoded frame) and
+    (a :class:`~ceuspipe.video.sampling.TimeSampler` counting every decoded frame) and
     :meth:`check_length` describe the whole clip."""
 
     path: Path

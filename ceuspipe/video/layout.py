@@ -30,7 +30,7 @@ from ceuspipe.video.panel_cues import (CUE_WEIGHTS, LOW_CONFIDENCE, assign_panel
 from ceuspipe.video.panel_finder import (CONTENT_THRESHOLD, MIN_PANEL_FRACTION,  # noqa: F401 (re-exported)
                                          Projections, channel_max, find_candidates, find_panels, spread)
 from ceuspipe.video.panel_pair import SIZE_TOLERANCE_PX, PairGeometry, pair_candidates, reconcile
-from ceuspipe.video.panels import Box, PanelLayout, load_layout
+from ceuspipe.video.panels import CEUS_SIDES, Box, PanelLayout, load_layout
 
 log = logging.getLogger("ceuspipe")
 
@@ -328,8 +328,8 @@ def resolve_layout(frames: Sequence[np.ndarray], *, layout_file: str | os.PathLi
     if not frames:
         raise LayoutError(src, "no frames to check the panel layout against")
     height, width = np.asarray(frames[0]).shape[:2]
-    if ceus_side not in (None, "left", "right", "top", "bottom"):
-        raise LayoutError(src, f"CEUS side must be 'left' or 'right', not {ceus_side!r}")
+    if ceus_side is not None and ceus_side not in CEUS_SIDES:
+        raise LayoutError(src, f"CEUS side must be one of {', '.join(CEUS_SIDES)}, not {ceus_side!r}")
     if layout_file is not None:
         if ceus_box is not None or us_box is not None:
             raise LayoutError(src, "give either a layout file or --ceus-box/--us-box, not both")
@@ -405,7 +405,7 @@ class LayoutOptions:
             raise configs.ConfigError("ceus_box", "ceus_box and us_box go together")
         if self.layout_file is not None and self.ceus_box is not None:
             raise configs.ConfigError("layout_file", "give either a layout file or ceus_box/us_box, not both")
-        configs.choice("ceus_side", self.ceus_side, (None, "left", "right", "top", "bottom"))
+        configs.choice("ceus_side", self.ceus_side, (None, *CEUS_SIDES))
         configs.number("layout_samples", self.layout_samples, minimum=1, integer=True)
         configs.number("layout_window_s", self.layout_window_s, above=0, unit="seconds")
 

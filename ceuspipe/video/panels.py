@@ -37,6 +37,11 @@ class Box:
         return [self.x, self.y, self.w, self.h]
 
 
+#: The values of ``ceus_side`` (``--ceus-side``, the ``ceus_side`` option everywhere):
+#: left/right for side-by-side panels, top/bottom for stacked ones (where left also
+#: means top and right bottom).
+CEUS_SIDES = ("left", "right", "top", "bottom")
+
 #: Where a layout came from (:attr:`PanelLayout.origin`).
 ORIGINS = ("detected", "dicom-regions", "layout-file", "boxes")
 

@@ -214,7 +214,7 @@ def iter_video_frames(path: str | os.PathLike, *, select: Callable[[float], bool
     counts every decoded frame). ``select=None`` yields every frame.
     ``threads`` enables FFmpeg's threaded decoding.
 
-    ``presample`` (optional; :class:`~ceuspipe.sampling.TimeSampler` is one) has
+    ``presample`` (optional; :class:`~ceuspipe.video.sampling.TimeSampler` is one) has
     ``plan(times_s) -> set of positions``, ``shadow()`` (a copy that plans ahead,
     ``plan_ahead``) and ``record_path(path, note)``. With it,
     every packet's timestamp is read first (demuxing only), the samples are

@@ -33,7 +33,7 @@ class VideoSource(Protocol):
     ``frames(select)`` yields :class:`Frame` objects, calling ``select(time_s)`` once per
     frame and converting only those it accepts (``None``: every frame).
 
-    ``presample`` (a :class:`~ceuspipe.sampling.TimeSampler`, which is usually ``select``
+    ``presample`` (a :class:`~ceuspipe.video.sampling.TimeSampler`, which is usually ``select``
     too) lets a source that knows every frame's time before decoding it plan the samples
     and decode only what they need; the source reports the path it took through
     ``presample.record_path`` (``"skip-nonref"``, ``"skip-tails"``, ``"full"`` or ``"dicom"``)."""

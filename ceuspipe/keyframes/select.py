@@ -1,4 +1,4 @@
-"""1 fps sampling by presentation time and top-k key-frame selection.
+"""Top-k key-frame selection, on arrays and streaming.
 
 The paper (Meng et al., ISBI 2022) down-samples each exam to 1 fps and keeps
 the k = 40 samples with the largest grey-level change from the previous
@@ -7,17 +7,17 @@ sample. Definitions used here:
 * Sample ``n`` (``n = 0, 1, 2, ...``) is the first frame whose time is
   ``>= n / sample_fps`` seconds after the first frame. A gap in the video can
   make one frame the sample of several ``n``; each keeps its own ``n``.
-* Score of sample ``n >= 1``: mean absolute difference of the 0-255 grey
-  levels (BT.601 luma of the RGB frame) of the CEUS panel between samples
-  ``n`` and ``n - 1``; sample 0 scores 0.
+* Score of sample ``n``: given by the run's scorer (:mod:`ceuspipe.keyframes.scorers`;
+  the paper's, the default, is the mean absolute grey-level change of the CEUS
+  panel from sample ``n - 1``; sample 0 scores 0).
 * The k highest scores are kept, ties going to the earlier sample, and
   reported in time order.
 
-The pure functions (:func:`ceuspipe.sampling.sample_indices`,
-:func:`change_scores`, :func:`select_top_k`) work on arrays;
-:class:`ceuspipe.sampling.TimeSampler` and :class:`TopK` are their streaming
-forms used by the exam driver in :mod:`ceuspipe.keyframes_run`, whose memory
-is bounded by k frames whatever the clip length.
+The pure functions (:func:`ceuspipe.video.sampling.sample_indices`,
+:func:`select_top_k`) work on arrays; :class:`ceuspipe.video.sampling.TimeSampler`
+and :class:`TopK` are their streaming forms used by the exam driver in
+:mod:`ceuspipe.keyframes.run`, whose memory is bounded by k frames whatever the
+clip length.
 """
 
 from __future__ import annotations
@@ -25,23 +25,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
-
-
-def change_score(gray: np.ndarray, previous_gray: np.ndarray | None) -> float:
-    """Mean absolute grey-level difference between two ``(H, W)`` uint8 panels (0 without a previous one)."""
-    if previous_gray is None:
-        return 0.0
-    return float(cv2.absdiff(gray, previous_gray).mean(dtype=np.float64))
-
-
-def change_scores(grays: Sequence[np.ndarray]) -> np.ndarray:
-    """Scores of a sequence of ``(H, W)`` uint8 CEUS panels (first is 0)."""
-    out = np.zeros(len(grays), dtype=np.float64)
-    for n in range(1, len(grays)):
-        out[n] = change_score(grays[n], grays[n - 1])
-    return out
 
 
 def select_top_k(scores: Sequence[float], k: int = 40) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Key-frame extraction over exams: one streaming pass per video, many videos in parallel.
 
+Each 1 fps sample of the CEUS panel is scored by the configured scorer
+(:mod:`ceuspipe.keyframes.scorers`) and the k best are kept (:class:`TopK`).
+
 Per exam ``OUT/<patient_id>/<exam_id>/`` receives (written atomically):
 
 * ``<stem>_full.png``: the full frame with everything outside the two panels
@@ -34,38 +37,18 @@ from ceuspipe.cpus import usable_cpus
 from ceuspipe.errors import CeuspipeError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
-from ceuspipe.keyframes import TopK, change_score
+from ceuspipe.keyframes.config import KeyframeConfig
+from ceuspipe.keyframes.scorers import get_scorer, grey_change
+from ceuspipe.keyframes.select import TopK
 from ceuspipe.png import write_png
 from ceuspipe.preprocess import to_gray
-from ceuspipe.video.layout import LayoutOptions, layout_warnings
+from ceuspipe.video.layout import layout_warnings
 from ceuspipe.video.panels import black_outside_panels, crop
 
 log = logging.getLogger("ceuspipe")
 
 MANIFEST_COLUMNS = ("patient_id", "exam_id", "source", "sample_index", "time_s", "score",
                     "ceus_gray", "frame_path", "ceus_path", "us_path", "stem")
-
-
-@dataclass(frozen=True)
-class KeyframeConfig(LayoutOptions):
-    """Options of ``ceuspipe keyframes``: ``sample_fps`` (samples per second of
-    presentation time), ``k`` (key frames kept per exam); the panel-layout ones
-    come from :class:`~ceuspipe.video.layout.LayoutOptions`. ``pseudonymize``: a key
-    file (:mod:`ceuspipe.pseudonym`, outside the output folder): patient and exam ids
-    become pseudonyms and no source path or folder name is written. Checked on creation."""
-
-    sample_fps: float = 1.0
-    k: int = 40
-    overwrite: bool = False
-    pseudonymize: str | None = None
-
-    def __post_init__(self) -> None:
-        from ceuspipe import configs
-
-        super().__post_init__()
-        configs.number("sample_fps", self.sample_fps, above=0, unit="samples per second")
-        configs.number("k", self.k, minimum=1, integer=True)
-        configs.path_or_none("pseudonymize", self.pseudonymize)
 
 
 @dataclass
@@ -118,11 +101,14 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     if final.exists() and not config.overwrite:
         return ExamResult(exam, "skipped", final)
 
+    score_fn = get_scorer(config.scorer)
     clip = open_clip(exam.path, config, sample_fps=config.sample_fps)
     layout = clip.layout
     top = TopK(config.k)
     rows: list[tuple[int, float, int, float, float]] = []  # n, time, frame index, score, gray
-    us_changes: list[float] = []  # the B-mode panel's change per sample, for the swapped-panel check
+    # both panels' grey change per sample, for the swapped-panel check (whatever the scorer)
+    ceus_changes: list[float] = []
+    us_changes: list[float] = []
     previous_gray: np.ndarray | None = None
     previous_us: np.ndarray | None = None
     try:
@@ -132,9 +118,10 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             mean_gray = float(ceus_gray.mean(dtype=np.float64))
             masked = None
             for n in frame.samples:
-                score = change_score(ceus_gray, previous_gray)
+                score = score_fn(ceus_gray, previous_gray)
                 if previous_gray is not None:
-                    us_changes.append(change_score(us_gray, previous_us))
+                    ceus_changes.append(score if score_fn.fn is grey_change else grey_change(ceus_gray, previous_gray))
+                    us_changes.append(grey_change(us_gray, previous_us))
                 previous_gray, previous_us = ceus_gray, us_gray
                 rows.append((n, frame.time_s, frame.index, score, mean_gray))
                 if top.would_keep(score, n):
@@ -146,7 +133,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     clip.check_length()
     hide = config.pseudonymize is not None
     shown = f"{exam.patient_id}/{exam.exam_id}" if hide else exam.path
-    warnings = layout_warnings(shown, layout, [r[3] for r in rows[1:]], us_changes)
+    warnings = layout_warnings(shown, layout, ceus_changes, us_changes)
 
     if len(rows) < config.k:
         log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",
@@ -172,6 +159,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             "exam_id": exam.exam_id,
             "sample_fps": config.sample_fps,
             "k": config.k,
+            "scorer": config.scorer,
             "layout": layout.to_dict(),
             "layout_decision": clip.decision.to_dict(),
             "warnings": warnings,
