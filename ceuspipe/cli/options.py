@@ -1,10 +1,26 @@
-"""Options shared by several commands (panel layout overrides)."""
+"""Options shared by several commands (panel layout overrides), and option defaults read
+from the config dataclasses, so that a default lives in one place."""
 
 from __future__ import annotations
 
 import click
 
 from ceuspipe.video.panels import CEUS_SIDES, Box
+
+
+def default_of(config_cls, name: str):
+    """The default of field ``name`` of the dataclass ``config_cls`` (a stage's config),
+    for a click option's ``default=``; ``KeyError`` for a field without one."""
+    import dataclasses
+
+    for f in dataclasses.fields(config_cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            break
+    raise KeyError(f"{config_cls.__name__}.{name} has no default")
 
 
 def _parse_box(ctx, param, value):

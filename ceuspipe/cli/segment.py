@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import click
 
-from ceuspipe.cli.options import layout_options, layout_overrides
+from ceuspipe.cli.options import default_of, layout_options, layout_overrides
+from ceuspipe.segment.config import SegmentConfig
+from ceuspipe.segment.precision import PRECISIONS
 from ceuspipe.segment.predictor import ENGINES
 from ceuspipe.tic.models import MODELS as TIC_MODELS
+
+
+def _seg(name: str):
+    """The default of ``SegmentConfig.name``."""
+    return default_of(SegmentConfig, name)
+
 
 
 @click.command("segment-video")
@@ -18,35 +26,37 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
               help="Output folder. Default: <clip folder>/<clip stem>.ceuspipe/")
 @click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Segment this many frames per second of presentation time [default: every frame].")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-size", default=_seg("batch_size"), show_default=True, type=click.IntRange(min=1),
               help="Frames per inference call.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+@click.option("--device", default=_seg("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--engine", type=click.Choice(ENGINES), default=_seg("engine"), show_default=True,
               help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_seg("precision"), show_default=True,
               help="auto: a checkpoint on the CPU runs int8 (calibrated once on the first clip, cached), "
                    "checked against fp32 on frames spread over every clip and redone with fp32 when they "
                    "disagree; fp32 on CUDA. fp32: never int8. int8: keep int8 even when the check fails.")
-@click.option("--int8-min-dice", default=0.95, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--int8-min-dice", default=_seg("int8_min_dice"), show_default=True, type=click.FloatRange(0, 1),
               help="Int8 must agree with fp32 at this mean mask Dice (calibration and per-clip check).")
-@click.option("--dynamic-range-db", default=60.0, show_default=True,
+@click.option("--dynamic-range-db", default=_seg("dynamic_range_db"), show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Display dynamic range used to linearise grey levels (dB).")
-@click.option("--tic-model", type=click.Choice(sorted(TIC_MODELS)), default="lognormal",
+@click.option("--tic-model", type=click.Choice(sorted(TIC_MODELS)), default=_seg("tic_model"),
               show_default=True, help="Bolus model fitted to the time-intensity curve.")
-@click.option("--temporal-smoothing", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--temporal-smoothing", default=_seg("temporal_smoothing"), show_default=True,
+              type=click.IntRange(min=0),
               help="Median of lesion probabilities over N neighbouring frames (0: off).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Probability threshold [default: the checkpoint's, 0.5].")
-@click.option("--reference/--no-reference", default=True, show_default=True,
+@click.option("--reference/--no-reference", default=_seg("reference"), show_default=True,
               help="Also measure a reference region of parenchyma and report lesion/reference "
                    "parameters (rPE, rWiAUC, ..., dTTP).")
 @click.option("--reference-mask", type=click.Path(dir_okay=False, path_type=str), default=None,
               metavar="PNG", help="Reference region for every frame: a PNG of the CEUS panel's size "
                                   "(non-zero = reference) [default: a ring around each frame's mask].")
-@click.option("--reference-distance-px", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--reference-distance-px", type=click.FloatRange(min=0), default=_seg("reference_distance_px"),
+              show_default=True,
               help="Gap between the lesion mask and the reference ring (pixels).")
-@click.option("--reference-width-px", type=click.FloatRange(min=0, min_open=True), default=15.0,
+@click.option("--reference-width-px", type=click.FloatRange(min=0, min_open=True), default=_seg("reference_width_px"),
               show_default=True, help="Width of the reference ring (pixels).")
 @click.option("--reference-distance-mm", type=click.FloatRange(min=0), default=None,
               help="Gap in mm instead (needs the pixel size from DICOM ultrasound regions or the layout).")
@@ -55,7 +65,7 @@ from ceuspipe.tic.models import MODELS as TIC_MODELS
 @click.option("--no-dedupe", "no_dedupe", is_flag=True,
               help="Treat every frame as acquired (default: frames that repeat the previous one, "
                    "as in a 30 fps screen capture of a 10 Hz scan, reuse its mask and stay out of the curve).")
-@click.option("--clean-masks/--no-clean-masks", default=False, show_default=True,
+@click.option("--clean-masks/--no-clean-masks", default=_seg("clean_masks"), show_default=True,
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")

@@ -7,26 +7,34 @@ import json
 import click
 
 from ceuspipe.cli import show_progress
-
+from ceuspipe.cli.options import default_of
 from ceuspipe.model.variants import VARIANTS as VARIANT_CHOICES
+from ceuspipe.train.config import TrainConfig
+
+
+def _train(name: str):
+    """The default of ``TrainConfig.name`` (the paper's settings)."""
+    return default_of(TrainConfig, name)
 
 
 @click.command("train")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--variant", type=click.Choice(VARIANT_CHOICES), default="full", show_default=True,
+@click.option("--variant", type=click.Choice(VARIANT_CHOICES), default=_train("variant"), show_default=True,
               help="Model variant (full = CEUSegNet; others are the paper's ablations).")
-@click.option("--width", type=float, default=1.0, show_default=True, help="Channel width multiplier.")
-@click.option("--epochs", type=int, default=150, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Per process.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--size", type=int, default=128, show_default=True, help="Input side in pixels.")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Mask threshold on sigmoid scores.")
-@click.option("--augment/--no-augment", default=False, show_default=True,
+@click.option("--width", type=float, default=_train("width"), show_default=True, help="Channel width multiplier.")
+@click.option("--epochs", type=int, default=_train("epochs"), show_default=True)
+@click.option("--batch-size", type=int, default=_train("batch_size"), show_default=True, help="Per process.")
+@click.option("--lr", type=float, default=_train("lr"), show_default=True, help="Adam learning rate.")
+@click.option("--size", type=int, default=_train("size"), show_default=True, help="Input side in pixels.")
+@click.option("--threshold", type=float, default=_train("threshold"), show_default=True,
+              help="Mask threshold on sigmoid scores.")
+@click.option("--augment/--no-augment", default=_train("augment"), show_default=True,
               help="Flips, small affine and intensity jitter (off in the paper).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--device", default=_train("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=_train("seed"), show_default=True)
+@click.option("--workers", type=int, default=_train("workers"), show_default=True,
+              help="DataLoader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR/last.pt.")
 @click.option("--fold", type=int, default=None, help="Train/validate on this fold of splits.json.")
 def train_cmd(dataset, run_dir, variant, width, epochs, batch_size, lr, size, threshold, augment,

@@ -9,6 +9,10 @@ __all__ = ["SegmentConfig", "SegmentReport", "default_out_dir", "segment_video"]
 
 
 def __getattr__(name: str):
+    if name == "SegmentConfig":
+        from ceuspipe.segment.config import SegmentConfig
+
+        return SegmentConfig
     if name in __all__:
         from ceuspipe.segment import run
 

@@ -57,13 +57,14 @@ from ceuspipe.report.exam import REPORT_NAME, write_exam_report
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
-from ceuspipe.segment.int8_check import MIN_DICE, ClipCheck
+from ceuspipe.segment.int8_check import ClipCheck
 from ceuspipe.segment.precision import PrecisionPlan, plan_precision
+from ceuspipe.segment.config import OVERLAY_PRESETS, SegmentConfig  # noqa: F401 (re-exported)
 from ceuspipe.segment.predictor import BatchResult, Predictor, prepare_panel, probability_to_mask, submit
 from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.tic.reference import ImagedArea, reference_ring
-from ceuspipe.video.layout import CONTENT_THRESHOLD, LayoutOptions, layout_warnings
+from ceuspipe.video.layout import CONTENT_THRESHOLD, layout_warnings
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.panels import Box, PanelLayout, crop
 
@@ -73,110 +74,11 @@ log = logging.getLogger("ceuspipe")
 INFLIGHT_BATCHES = 2
 OUTPUT_SUFFIX = ".ceuspipe"
 MASK_NAME, OVERLAY_NAME = "mask.mkv", "overlay.mp4"
-#: x264 speed presets the overlay may use, fastest first.
-OVERLAY_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 #: x264 options of the overlay beyond preset and crf. CAVLC instead of CABAC: speckle
 #: makes the overlay's bit rate high and CABAC is most of x264's time there (800x450
 #: phantom overlays, superfast, crf 20: 5.5 against 7.8 core-ms a frame, files 7 % larger,
 #: the same PSNR).
 OVERLAY_X264_PARAMS = "cabac=0"
-
-
-@dataclass(frozen=True)
-class SegmentConfig(LayoutOptions):
-    """Options of :func:`segment_video`.
-
-    ``sample_fps``: frames per second of presentation time to segment (None:
-    every frame). ``batch_size``: frames per inference call. ``device``:
-    ``auto|cpu|cuda``; ``engine``: ``auto|torch|onnx`` (auto = ONNX Runtime on
-    CPU, PyTorch fp16 autocast on CUDA). ``dynamic_range_db``: display dynamic
-    range for linearising grey levels (dB). ``tic_model``: ``lognormal|gamma``.
-    ``temporal_smoothing``: median window in frames (0 = off, see
-    :mod:`ceuspipe.segment.temporal`). ``threshold``: probability threshold
-    (None: the checkpoint's, 0.5 in the paper). Layout options come from
-    :class:`~ceuspipe.video.layout.LayoutOptions` (``layout_samples`` early
-    frames are used for detection). ``overwrite``: replace an existing output
-    folder. ``cache_dir``: where exported ONNX models are cached.
-    ``overlay_crf``: H.264 quality of the overlay (lower = better); ``overlay_preset``:
-    its x264 speed preset (:data:`OVERLAY_PRESETS`; slower ones give smaller files).
-    ``reference``: also measure a reference region of parenchyma per frame and report
-    lesion-over-reference parameters (:mod:`ceuspipe.tic.reference`): by default a
-    ring ``reference_distance_px`` outside the frame's lesion mask and
-    ``reference_width_px`` wide, inside the CEUS panel's imaged area;
-    ``reference_distance_mm``/``reference_width_mm`` set them in mm instead (needs the
-    layout's ``pixel_size_mm``); ``reference_mask``: a PNG of the CEUS panel's size
-    (non-zero = reference) used for every frame instead of the ring.
-    ``clean_masks``: keep each frame's largest connected component and fill its holes.
-    ``dedupe``: detect repeated frames (:mod:`ceuspipe.segment.repeats`), segment
-    each acquired frame once and fit the curve on acquired frames only.
-    ``precision``: ``auto|fp32|int8`` (:mod:`ceuspipe.segment.precision`; auto = a
-    checkpoint on the CPU runs its cached int8 model, checked on every clip against
-    fp32 and redone with fp32 when the check fails). ``int8_min_dice``: the bound on
-    the int8-vs-fp32 mean mask Dice, at calibration and on each clip's check frames.
-    """
-
-    sample_fps: float | None = None
-    batch_size: int = 8
-    device: str = "auto"
-    engine: str = "auto"
-    dynamic_range_db: float = 60.0
-    tic_model: str = "lognormal"
-    temporal_smoothing: int = 0
-    threshold: float | None = None
-    overwrite: bool = False
-    cache_dir: str | None = None
-    overlay_crf: int = 20
-    overlay_preset: str = "superfast"
-    queue_frames: int = 16
-    reference: bool = True
-    reference_mask: str | None = None
-    reference_distance_px: float = 5.0
-    reference_width_px: float = 15.0
-    reference_distance_mm: float | None = None
-    reference_width_mm: float | None = None
-    clean_masks: bool = False
-    dedupe: bool = True
-    precision: str = "auto"
-    int8_min_dice: float = MIN_DICE
-
-    def __post_init__(self) -> None:
-        from ceuspipe import configs
-        from ceuspipe.segment.precision import PRECISIONS
-        from ceuspipe.segment.predictor import ENGINES
-        from ceuspipe.tic.models import MODELS
-
-        super().__post_init__()
-        configs.number("sample_fps", self.sample_fps, above=0, optional=True, unit="frames per second")
-        configs.number("batch_size", self.batch_size, minimum=1, integer=True)
-        configs.device("device", self.device)
-        configs.choice("engine", self.engine, ENGINES)
-        configs.number("dynamic_range_db", self.dynamic_range_db, above=0, unit="dB")
-        configs.choice("tic_model", self.tic_model, tuple(MODELS))
-        configs.number("temporal_smoothing", self.temporal_smoothing, minimum=0, integer=True, unit="frames")
-        configs.number("threshold", self.threshold, above=0, maximum=1, optional=True)
-        configs.number("overlay_crf", self.overlay_crf, minimum=0, maximum=51, integer=True)
-        configs.choice("overlay_preset", self.overlay_preset, OVERLAY_PRESETS)
-        configs.number("queue_frames", self.queue_frames, minimum=2, integer=True)
-        configs.path_or_none("cache_dir", self.cache_dir)
-        for name in ("reference", "clean_masks"):
-            if not isinstance(getattr(self, name), bool):
-                raise configs.ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
-        configs.path_or_none("reference_mask", self.reference_mask)
-        configs.number("reference_distance_px", self.reference_distance_px, minimum=0, unit="pixels")
-        configs.number("reference_width_px", self.reference_width_px, above=0, unit="pixels")
-        configs.number("reference_distance_mm", self.reference_distance_mm, minimum=0, optional=True, unit="mm")
-        configs.number("reference_width_mm", self.reference_width_mm, above=0, optional=True, unit="mm")
-        if self.reference_mask is not None and not self.reference:
-            raise configs.ConfigError("reference_mask", "given while the reference region is off (reference false)")
-        if not isinstance(self.dedupe, bool):
-            raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
-        if self.engine == "onnx" and self.device.startswith("cuda"):
-            raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
-        configs.choice("precision", self.precision, PRECISIONS)
-        configs.number("int8_min_dice", self.int8_min_dice, minimum=0, maximum=1)
-        if self.precision == "int8" and (self.engine == "torch" or self.device.startswith("cuda")):
-            raise configs.ConfigError("precision", "int8 runs with ONNX Runtime on the CPU only "
-                                                   f"(not engine {self.engine} on device {self.device})")
 
 
 @dataclass
