@@ -16,7 +16,6 @@ def _seg(name: str):
     return default_of(SegmentConfig, name)
 
 
-
 @click.command("segment-video")
 @click.argument("clip", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--model", "checkpoint", type=click.Path(dir_okay=False, path_type=str),
@@ -56,8 +55,8 @@ def _seg(name: str):
 @click.option("--reference-distance-px", type=click.FloatRange(min=0), default=_seg("reference_distance_px"),
               show_default=True,
               help="Gap between the lesion mask and the reference ring (pixels).")
-@click.option("--reference-width-px", type=click.FloatRange(min=0, min_open=True), default=_seg("reference_width_px"),
-              show_default=True, help="Width of the reference ring (pixels).")
+@click.option("--reference-width-px", type=click.FloatRange(min=0, min_open=True),
+              default=_seg("reference_width_px"), show_default=True, help="Width of the reference ring (pixels).")
 @click.option("--reference-distance-mm", type=click.FloatRange(min=0), default=None,
               help="Gap in mm instead (needs the pixel size from DICOM ultrasound regions or the layout).")
 @click.option("--reference-width-mm", type=click.FloatRange(min=0, min_open=True), default=None,

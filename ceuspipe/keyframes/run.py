@@ -118,9 +118,10 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
             mean_gray = float(ceus_gray.mean(dtype=np.float64))
             masked = None
             for n in frame.samples:
-                score = score_fn(ceus_gray, previous_gray)
+                change = grey_change(ceus_gray, previous_gray)
+                score = change if score_fn.fn is grey_change else score_fn(ceus_gray, previous_gray)
                 if previous_gray is not None:
-                    ceus_changes.append(score if score_fn.fn is grey_change else grey_change(ceus_gray, previous_gray))
+                    ceus_changes.append(change)
                     us_changes.append(grey_change(us_gray, previous_us))
                 previous_gray, previous_us = ceus_gray, us_gray
                 rows.append((n, frame.time_s, frame.index, score, mean_gray))

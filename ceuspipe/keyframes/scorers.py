@@ -33,12 +33,10 @@ ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], float]
 
 @dataclass(frozen=True)
 class Scorer:
-    """A named scorer: ``fn(gray, previous) -> float`` (see the module docstring) and a
-    one-line ``description`` for ``--help``."""
+    """A named scorer: ``fn(gray, previous) -> float`` (see the module docstring)."""
 
     name: str
     fn: ScoreFn
-    description: str = ""
 
     def __call__(self, gray: np.ndarray, previous: np.ndarray | None) -> float:
         return float(self.fn(gray, previous))
@@ -48,17 +46,16 @@ _SCORERS: dict[str, Scorer] = {}
 _entry_points_loaded = False
 
 
-def register_scorer(name: str, fn: ScoreFn | None = None, *, description: str = "", replace: bool = False):
+def register_scorer(name: str, fn: ScoreFn | None = None, *, replace: bool = False):
     """Register ``fn`` under ``name`` (also usable as ``@register_scorer("name")``).
     Raises ``ValueError`` for a name already taken (unless ``replace``)."""
     if fn is None:
-        return lambda f: register_scorer(name, f, description=description, replace=replace)
+        return lambda f: register_scorer(name, f, replace=replace)
     if not name or not isinstance(name, str):
         raise ValueError(f"a scorer name must be a non-empty string, not {name!r}")
     if name in _SCORERS and not replace:
         raise ValueError(f"a key-frame scorer named {name!r} is already registered")
-    doc = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-    _SCORERS[name] = Scorer(name, fn, doc)
+    _SCORERS[name] = Scorer(name, fn)
     return fn
 
 

@@ -258,10 +258,7 @@ def render_static(geom: ScreenGeometry, header_lines: tuple[str, str], footer: s
     top = min(lay.ceus.y, lay.us.y)
     fs = _font_scale(geom)
     th = cv2.getTextSize("Ag", _FONT, fs, 1)[0][1]
-    # header: two lines in the band above the panels
-    base = cv2.getTextSize("Ag", _FONT, fs, 1)[1]
-    line2 = top - clear_margin(h) - base - 1
-    line_y = (max(th + 1, min(int(top * 0.42), line2 - th - 3)), line2)
+    line_y = _header_rows(geom)  # header: two lines in the band above the panels
     left_x = min(lay.ceus.x, lay.us.x)
     for text, yy in zip(header_lines, line_y):
         cv2.putText(img, text, (left_x if not stacked else max(2, left_x - w // 4), yy), _FONT, fs,

@@ -122,11 +122,9 @@ def footprint(pr: Projections, box: Box) -> np.ndarray:
         return np.ones(sub.shape, bool)
     main = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     cols = np.arange(sub.shape[1])
-    out = np.zeros(sub.shape, bool)
-    for r in np.flatnonzero(main.any(axis=1)):
-        xs = cols[main[r]]
-        out[r, xs[0]: xs[-1] + 1] = True
-    return out
+    first = np.argmax(main, axis=1)[:, None]
+    last = sub.shape[1] - 1 - np.argmax(main[:, ::-1], axis=1)[:, None]
+    return main.any(axis=1)[:, None] & (cols >= first) & (cols <= last)
 
 
 @dataclass(frozen=True)
