@@ -26,7 +26,7 @@ def brightness(gray: np.ndarray, previous: np.ndarray | None) -> float:
 def toy_scorer():
     register_scorer("toy-brightness", brightness, replace=True)
     yield "toy-brightness"
-    scorer_registry._SCORERS.pop("toy-brightness", None)
+    scorer_registry.SCORERS.unregister("toy-brightness")
 
 
 def test_default_is_the_papers_grey_change():
@@ -72,9 +72,9 @@ def test_scorers_from_entry_points(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group: [EntryPoint()] if group == scorer_registry.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(scorer_registry, "_entry_points_loaded", False)
+    scorer_registry.SCORERS.reload_entry_points()
     try:
         assert "ep-brightness" in scorer_names()
         assert get_scorer("ep-brightness")(np.full((2, 2), 9, np.uint8), None) == 9.0
     finally:
-        scorer_registry._SCORERS.pop("ep-brightness", None)
+        scorer_registry.SCORERS.unregister("ep-brightness")

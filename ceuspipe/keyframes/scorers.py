@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from ceuspipe.registry import Registry
+
 #: the entry-point group other packages register scorers under
 ENTRY_POINT_GROUP = "ceuspipe.keyframe_scorers"
 #: the scorer of the paper, used unless another is named
@@ -42,49 +44,24 @@ class Scorer:
         return float(self.fn(gray, previous))
 
 
-_SCORERS: dict[str, Scorer] = {}
-_entry_points_loaded = False
+#: every scorer known, by name (:class:`ceuspipe.registry.Registry`)
+SCORERS: Registry[Scorer] = Registry("key-frame scorer", ENTRY_POINT_GROUP, wrap=lambda name, fn: Scorer(name, fn))
 
 
 def register_scorer(name: str, fn: ScoreFn | None = None, *, replace: bool = False):
     """Register ``fn`` under ``name`` (also usable as ``@register_scorer("name")``).
     Raises ``ValueError`` for a name already taken (unless ``replace``)."""
-    if fn is None:
-        return lambda f: register_scorer(name, f, replace=replace)
-    if not name or not isinstance(name, str):
-        raise ValueError(f"a scorer name must be a non-empty string, not {name!r}")
-    if name in _SCORERS and not replace:
-        raise ValueError(f"a key-frame scorer named {name!r} is already registered")
-    _SCORERS[name] = Scorer(name, fn)
-    return fn
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _SCORERS:
-            register_scorer(ep.name, ep.load())
+    return SCORERS.register(name, fn, replace=replace)
 
 
 def scorer_names() -> list[str]:
     """Names of every scorer known (built in, registered, entry points), sorted."""
-    _load_entry_points()
-    return sorted(_SCORERS)
+    return SCORERS.names()
 
 
 def get_scorer(name: str) -> Scorer:
     """The scorer called ``name``; ``ValueError`` naming the known ones otherwise."""
-    if name not in _SCORERS:
-        _load_entry_points()
-    try:
-        return _SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown key-frame scorer {name!r}; known: {', '.join(scorer_names())}") from None
+    return SCORERS.get(name)
 
 
 @register_scorer(DEFAULT_SCORER)
