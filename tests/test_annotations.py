@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ceuspipe.dataset.annotations import import_annotations, load_labelme, match_stem
+from ceuspipe.dataset.annotations import import_annotations, match_stem
+from ceuspipe.dataset.formats.labelme import read as load_labelme
 from ceuspipe.dataset.keyframe_index import KeyFrame
 from ceuspipe.dataset.rasterize import fill_polygons, segments_intersect, self_intersection
 from ceuspipe.video.panels import Box, PanelLayout

@@ -7,6 +7,19 @@ from pathlib import Path
 import click
 
 
+def _formats(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--format`` values (repeated and/or comma lists) checked against the registry now,
+    so formats registered after import (in code or by an entry point) are accepted."""
+    from ceuspipe.configs import ConfigError
+    from ceuspipe.dataset.formats import FORMATS
+
+    names = tuple(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+    for n in names:
+        if n not in FORMATS:
+            raise ConfigError("--format", f"unknown annotation format {n!r}; known: {', '.join(FORMATS.names())}")
+    return names or None
+
+
 @click.command("build-dataset")
 @click.argument("keyframes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("annotations_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -25,16 +38,20 @@ import click
 @click.option("--min-separation-s", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Frames of one exam at least this many seconds apart (when the patient allows).")
 @click.option("--label", default=None, help="Only LabelMe polygons with this label (default: any polygon).")
+@click.option("--format", "formats", multiple=True, callback=_formats, metavar="NAME[,NAME...]",
+              help="Annotation formats read (repeatable) [default: every registered one: built in labelme, "
+                   "png-mask; plug-ins of the entry-point group ceuspipe.annotation_formats].")
 @click.option("--name", default="CEUS", show_default=True, help="Dataset name in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT folder.")
 @click.option("--pseudonymize", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEYFILE",
               help="Patient/exam ids and stems become keyed-hash pseudonyms, no source path is written; "
                    "the secret and mapping live only in KEYFILE (created on first use; outside OUT).")
 def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, test_fraction, folds, seed,
-                      max_tries, ks_threshold, min_separation_s, label, name, overwrite, pseudonymize):
+                      max_tries, ks_threshold, min_separation_s, label, formats, name, overwrite, pseudonymize):
     """Build a grey-level balanced, patient-split dataset in OUT from the key frames in
     KEYFRAMES_DIR (output of `ceuspipe keyframes`) and the annotations in ANNOTATIONS_DIR
-    (LabelMe JSON or mask PNGs named after the key-frame stems; see data/README.md)."""
+    (LabelMe JSON, mask PNGs or a plug-in format, named after the key-frame stems; see
+    data/README.md)."""
     from ceuspipe.cli import show_progress
     from ceuspipe.dataset.build import BuildConfig, build_dataset
 
@@ -43,8 +60,8 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
     cfg = BuildConfig(keyframes_dir=keyframes_dir, annotations_dir=annotations_dir, out_dir=out,
                       frames_per_patient=frames_per_patient, test_fraction=test_fraction, folds=folds,
                       seed=seed, max_tries=max_tries, ks_threshold=ks_threshold,
-                      min_separation_s=min_separation_s, label=label, name=name, overwrite=overwrite,
-                      progress=show_progress(), pseudonymize=pseudonymize)
+                      min_separation_s=min_separation_s, label=label, formats=formats, name=name,
+                      overwrite=overwrite, progress=show_progress(), pseudonymize=pseudonymize)
     r = build_dataset(cfg)
     b = r.balance
     click.echo(f"{len(r.cases)} cases ({r.n_train} train, {r.n_test} test) from {len(r.patients)} patients"

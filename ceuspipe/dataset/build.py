@@ -40,7 +40,9 @@ class BuildConfig:
     ``max_tries`` random redraws, then coordinate descent, stopping early at
     ``ks_threshold`` (``None``: never early); frames of one exam are at least
     ``min_separation_s`` seconds apart when possible; ``label``: only LabelMe
-    polygons with this label (``None``: any polygon). ``pseudonymize``: a key file
+    polygons with this label (``None``: any polygon); ``formats``: names of the
+    annotation formats read (:mod:`ceuspipe.dataset.formats`; ``None``: every
+    registered one). ``pseudonymize``: a key file
     (:mod:`ceuspipe.pseudonym`, outside ``out_dir``): patient ids, exam ids and stems
     in every output become pseudonyms (ids that already are pseudonyms of this key
     stay), ``sources`` is left empty and annotation problems do not name their files.
@@ -57,6 +59,7 @@ class BuildConfig:
     ks_threshold: float | None = None
     min_separation_s: float = 10.0
     label: str | None = None
+    formats: tuple[str, ...] | None = None
     name: str = "CEUS"
     overwrite: bool = False
     progress: bool = False
@@ -161,7 +164,7 @@ def build_dataset(config: BuildConfig) -> BuildReport:
     frames = load_keyframe_index(cfg.keyframes_dir)
     if not frames:
         raise InputError(Path(cfg.keyframes_dir) / "manifest.csv", "lists no key frame")
-    ann = import_annotations(cfg.annotations_dir, frames, cfg.label)
+    ann = import_annotations(cfg.annotations_dir, frames, cfg.label, cfg.formats)
     if cfg.pseudonymize is not None:
         frames, ann = _pseudonymize(frames, ann, cfg)
     by_stem: dict[str, KeyFrame] = {f.stem: f for f in frames}
