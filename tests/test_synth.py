@@ -16,9 +16,10 @@ from ceuspipe.synth.bolus import LognormalBolus
 from ceuspipe.synth.config import PhantomConfig, patient_seed
 from ceuspipe.synth.generate import (ceus_weight_maps, exam_truth, generate_exam, generate_phantom,
                                      render_exam)
-from ceuspipe.synth.screen import (SKIN_FEATURES, ScreenSkin, TimerOverlay, gold_lut, gold_to_grey,
-                                   logiq_decorations, make_geometry, panel_footprint, render_static,
-                                   trapezoid_mask)
+from ceuspipe.synth.screen import (ScreenSkin, TimerOverlay, gold_lut, gold_to_grey, make_geometry,
+                                   panel_footprint, render_static, trapezoid_mask)
+from ceuspipe.synth.skins import SKINS
+from ceuspipe.synth.skins.logiq import logiq_decorations
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
 from ceuspipe.synth.tissue import territory_weight
 from ceuspipe.tic.linearize import linearize as linearise  # the project's inverse of log_compress
@@ -403,7 +404,7 @@ def test_logiq_skin_names_and_clashes():
         with pytest.raises(ValueError, match="clash"):
             ScreenSkin.parse(bad)
     # the other skins' truth entries are as they were before the logiq skin existed
-    for name in SKIN_FEATURES:
+    for name in SKINS.names():
         if name != "logiq":
             assert "scanner" not in ScreenSkin.parse(name).to_dict()
     cfg = PhantomConfig(duration_s=1, fps=1, skin="logiq+marks", colormap="gold", **LOGIQ_SMALL)

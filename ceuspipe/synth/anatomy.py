@@ -9,8 +9,9 @@ so one shape serves the CEUS and the B-mode panel.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 
 
@@ -181,3 +182,32 @@ def draw_motion(rng: np.random.Generator, panel_size: int) -> RespiratoryMotion:
     ay = float(rng.uniform(2.0, 6.0)) * scale
     ax = ay * float(rng.uniform(0.15, 0.5)) * float(rng.choice([-1.0, 1.0]))
     return RespiratoryMotion(ax, ay, float(rng.uniform(3.0, 6.0)), float(rng.uniform(0, 2 * math.pi)))
+
+
+def inside_footprint(shape: LesionShape, motion: RespiratoryMotion, room: np.ndarray,
+                     target: tuple[float, float], *, edge_is_outside: bool = True) -> LesionShape:
+    """``shape`` moved along the line towards ``target`` ``(x, y)`` (panel px) until its
+    region of interest, at any breathing offset, lies inside ``room``, an ``(h, w) bool``
+    mask (the image footprint less what must stay clear of the lesion); failing that,
+    to the pixel of the eroded room nearest ``target``. ``edge_is_outside``: pixels
+    beyond the panel's edges count as outside the room."""
+    r = shape.max_roi_radius + math.hypot(motion.amplitude_x_px, motion.amplitude_y_px) + 2.0
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(math.ceil(r)) + 1,) * 2)
+    if edge_is_outside:
+        inner = cv2.erode(room.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    else:
+        inner = cv2.erode(room.astype(np.uint8), kernel)
+    inner = inner.astype(bool)
+    h, w = room.shape
+    cx, cy = shape.center_x, shape.center_y
+    tx, ty = target
+    for k in range(101):
+        x, y = cx + (tx - cx) * k / 100, cy + (ty - cy) * k / 100
+        xi, yi = int(round(x)), int(round(y))
+        if 0 <= xi < w and 0 <= yi < h and inner[yi, xi]:
+            return replace(shape, center_x=float(x), center_y=float(y))
+    if inner.any():
+        ys, xs = np.nonzero(inner)
+        j = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
+        return replace(shape, center_x=float(xs[j]), center_y=float(ys[j]))
+    return replace(shape, center_x=float(tx), center_y=float(ty))

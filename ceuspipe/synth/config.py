@@ -25,9 +25,9 @@ class PhantomConfig:
     in 50-70 dB). ``flash_times_s``: start times of high-MI flash frames (bright
     CEUS panel for ``flash_duration_s``); empty by default. ``crf``/``preset`` are
     the libx264 settings of the clip.
-    ``skin``: the screen's display features, names from
-    :data:`ceuspipe.synth.screen.SKIN_FEATURES` joined by ``+`` (``"default"``: the
-    original screen; for ``"stacked"``, ``ceus_side`` ``"left"`` puts CEUS on top).
+    ``skin``: the screen's display features, names registered in
+    :data:`ceuspipe.synth.skins.SKINS` joined by ``+`` (``"default"``: the original
+    screen; for ``"stacked"``, ``ceus_side`` ``"left"`` puts CEUS on top).
     ``container``: one of :data:`CONTAINERS`; ``dicom_regions``: write a Sequence of
     Ultrasound Regions for the two panels into DICOM cines.
     """

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -19,12 +18,11 @@ import cv2
 import numpy as np
 
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
-from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion, draw_lesion, draw_motion
+from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion
 from ceuspipe.synth.bolus import LognormalBolus, draw_curves
 from ceuspipe.synth.config import PhantomConfig, patient_id, patient_seed
-from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, clear_margin, fan_mask,
-                                   gold_lut, logiq_decorations, make_geometry, panel_footprint,
-                                   render_static)
+from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, gold_lut, make_geometry,
+                                   panel_footprint, render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
 from ceuspipe.synth.tissue import render_tissue, warp
 from ceuspipe.synth.truth import (CEUS_MASK_VIDEO, TRUTH_FORMAT, TRUTH_JSON, US_MASK_VIDEO,
@@ -37,23 +35,6 @@ _LAST = ["DOE", "ROE", "SMITH", "NGUYEN", "MUELLER", "ROSSI", "TANAKA", "IVANOVA
 # libx264 single-threaded: patients are parallelised by --jobs instead.
 THREADS = 1
 FLASH_POWER = 0.35  # mean linear power of a flash frame (before speckle)
-# logiq screen: the lesion is drawn for a square of this fraction of the panel height
-# (breast lesions of 1-2 cm in 6 cm of depth), and contrast reaches a territory around
-# it of about this fraction of the image (see _logiq_territory)
-LOGIQ_LESION_SCALE = 0.7
-LOGIQ_TERRITORY_FRACTION = 0.3
-LOGIQ_INSTITUTION = "SYNTH GENERAL HOSPITAL"
-
-
-def _noise_floor_db(skin: ScreenSkin) -> float:
-    """CEUS noise floor relative to the bottom of the display range, in dB: 3 dB above
-    it (pre-contrast panel faint grey), 5 dB below it for dark-start (black but for rare
-    peaks of a few grey levels), 9 dB below it on the logiq screen, whose CEUS panel is
-    black but for rare peaks all clip long outside the perfused territory (so a max
-    projection over a minute of frames stays dark there)."""
-    if skin.scanner == "logiq":
-        return -9.0
-    return -5.0 if skin.dark_start else 3.0
 
 
 def _header(rng: np.random.Generator, fps: float, dr: float) -> dict:
@@ -78,28 +59,16 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
     side = config.ceus_side if config.ceus_side != "random" else str(rng.choice(["left", "right"]))
     skin = ScreenSkin.parse(config.skin)
     geom = make_geometry(config.width, config.height, side, config.panel_size, skin=skin)
+    screen = geom.screen
     s = geom.panel_size
-    ph, pw = geom.panel_shape
     dr = float(config.dynamic_range_db) if config.dynamic_range_db is not None \
         else round(float(rng.uniform(50.0, 70.0)), 1)
-    # dark start: the noise floor 5 dB below the display floor (not 3 dB above), so
-    # before contrast arrives the CEUS panel is black but for rare speckle peaks of a
+    # the noise floor relative to the display floor: above it, the pre-contrast CEUS
+    # panel is faint grey; below it (dark start), black but for rare speckle peaks of a
     # few grey levels (and its pre-contrast grey levels read as the display floor)
-    noise_floor = 10.0 ** ((-dr + _noise_floor_db(skin)) / 10.0)
+    noise_floor = 10.0 ** ((-dr + screen.noise_floor_db(skin)) / 10.0)
     lesion, parenchyma, pattern = draw_curves(rng, noise_floor)
-    logiq = skin.scanner == "logiq"
-    if logiq:  # a smaller lesion, drawn for a square in the middle of the wide panel
-        square = LOGIQ_LESION_SCALE * ph
-        shape = draw_lesion(rng, square)
-        shape = replace(shape, center_x=shape.center_x + (pw - square) / 2.0,
-                        center_y=shape.center_y + (ph - square) / 2.0)
-    else:
-        shape = draw_lesion(rng, s)
-    motion = draw_motion(rng, s)
-    if skin.probe == "sector":
-        shape = _inside_fan(shape, motion, s)
-    elif logiq:
-        shape = _inside_footprint(shape, motion, _logiq_lesion_room(geom), ((pw - 1) / 2.0, 0.55 * ph))
+    shape, motion = screen.draw_lesion(rng, geom)
     echo = str(rng.choice(["hypo", "hyper"]))
     contrast = float(rng.uniform(-10.0, -5.0) if echo == "hypo" else rng.uniform(4.0, 8.0))
     scale = s / 360.0
@@ -145,7 +114,7 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
                    "header": _header(rng, float(config.fps), dr)},
         "masks": {"ceus": CEUS_MASK_VIDEO, "us": US_MASK_VIDEO},
         "config": config.to_dict(),
-    } | _skin_truth(config, skin, geom) | ({"ceus_territory": _logiq_territory(shape, geom)} if logiq else {})
+    } | _skin_truth(config, skin, geom) | screen.truth_extras(shape, geom)
 
 
 def _boxes_dict(layout) -> dict:
@@ -166,81 +135,6 @@ def _skin_truth(config: PhantomConfig, skin: ScreenSkin, geom) -> dict:
         out["container"] = {"format": config.container, "ultrasound_regions": config.dicom_regions,
                             "pixel_size_mm": [10.0 * geom.depth_cm / geom.panel_shape[0]] * 2}
     return out
-
-
-def _inside_fan(shape: LesionShape, motion: RespiratoryMotion, s: int) -> LesionShape:
-    """``shape`` moved (towards the fan's centre line and mid-depth) until its region
-    of interest, at any breathing offset, lies inside the sector of :func:`fan_mask`."""
-    # edge_is_outside=False: as the sector skin always placed its lesions (byte-identical clips)
-    return _inside_footprint(shape, motion, fan_mask(s), ((s - 1) / 2.0, 0.62 * s), edge_is_outside=False)
-
-
-def _inside_footprint(shape: LesionShape, motion: RespiratoryMotion, room: np.ndarray,
-                      target: tuple[float, float], *, edge_is_outside: bool = True) -> LesionShape:
-    """``shape`` moved along the line towards ``target`` ``(x, y)`` (panel px) until its
-    region of interest, at any breathing offset, lies inside ``room``, an ``(h, w) bool``
-    mask (the image footprint less what must stay clear of the lesion); failing that,
-    to the pixel of the eroded room nearest ``target``. ``edge_is_outside``: pixels
-    beyond the panel's edges count as outside the room."""
-    r = shape.max_roi_radius + math.hypot(motion.amplitude_x_px, motion.amplitude_y_px) + 2.0
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(math.ceil(r)) + 1,) * 2)
-    if edge_is_outside:
-        inner = cv2.erode(room.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    else:
-        inner = cv2.erode(room.astype(np.uint8), kernel)
-    inner = inner.astype(bool)
-    h, w = room.shape
-    cx, cy = shape.center_x, shape.center_y
-    tx, ty = target
-    for k in range(101):
-        x, y = cx + (tx - cx) * k / 100, cy + (ty - cy) * k / 100
-        xi, yi = int(round(x)), int(round(y))
-        if 0 <= xi < w and 0 <= yi < h and inner[yi, xi]:
-            return replace(shape, center_x=float(x), center_y=float(y))
-    if inner.any():
-        ys, xs = np.nonzero(inner)
-        j = int(np.argmin((xs - tx) ** 2 + (ys - ty) ** 2))
-        return replace(shape, center_x=float(xs[j]), center_y=float(ys[j]))
-    return replace(shape, center_x=float(tx), center_y=float(ty))
-
-
-def _logiq_panel_decorations(geom) -> np.ndarray:
-    """``(h, w) bool`` in panel coordinates: where :func:`logiq_decorations` draws inside
-    either panel (both panels show the same plane, so one mask serves both)."""
-    ph, pw = geom.panel_shape
-    inside = logiq_decorations(geom).inside_panels(geom.layout)
-    out = np.zeros((ph, pw), bool)
-    for b in (geom.layout.ceus, geom.layout.us):
-        out |= inside[b.y: b.y + ph, b.x: b.x + pw]
-    return out
-
-
-def _logiq_lesion_room(geom) -> np.ndarray:
-    """Where the lesion's ROI may lie on the logiq screen: the trapezoid footprint less
-    the decorations inside the panels (the body mark) and a few pixels around them."""
-    ph, pw = geom.panel_shape
-    deco = cv2.dilate(_logiq_panel_decorations(geom).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    return panel_footprint(geom.skin, (ph, pw)) & ~deco
-
-
-def _logiq_territory(shape: LesionShape, geom) -> dict:
-    """The tissue that contrast reaches on the logiq screen (its CEUS panel stays dark
-    elsewhere): a disc around the lesion centre (panel px at rest; it moves with
-    breathing), weight 1 out to ``inner_radius_px`` (the ROI and a ring around it), then
-    fading smoothly to exactly 0 at ``radius_px`` (made irregular by two ``harmonics``
-    whose phases follow the lesion's, so no random draw is added): 2-3 times the ROI's
-    mean radius, about :data:`LOGIQ_TERRITORY_FRACTION` of the footprint's area where
-    the lesion's size allows (see :func:`ceuspipe.synth.tissue.territory_weight`)."""
-    ph, pw = geom.panel_shape
-    area = float(panel_footprint(geom.skin, (ph, pw)).sum())
-    r_roi = shape.radius * (1.0 + shape.roi_dilation)
-    outer = float(np.clip(math.sqrt(LOGIQ_TERRITORY_FRACTION * area / math.pi), 2.0 * r_roi, 3.0 * r_roi))
-    inner = min(max(1.5 * r_roi, 1.15 * shape.max_roi_radius), 0.65 * outer)
-    phases = [h.phase for h in shape.harmonics] + [0.0, 0.0]
-    return {"center_x": shape.center_x, "center_y": shape.center_y, "inner_radius_px": inner,
-            "radius_px": outer,
-            "harmonics": [{"k": 2, "amplitude": 0.12, "phase": (phases[0] + 1.0) % (2 * math.pi)},
-                          {"k": 3, "amplitude": 0.08, "phase": (phases[1] + 2.0) % (2 * math.pi)}]}
 
 
 def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
@@ -361,20 +255,8 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     pad = int(math.ceil(motion.max_px)) + 3
     tissue = render_tissue(tissue_rng, shape, s, pad, dr, truth["bmode"], truth.get("ceus_territory"))
     speckle = SpeckleGenerator(*truth["ceus_psf_sigma_px"])
-    hdr = truth["screen"]["header"]
-    logiq = skin.scanner == "logiq"
-    if logiq:
-        static = render_static(
-            geom,
-            (f"{LOGIQ_INSTITUTION}   {hdr['name']}   ID {hdr['id']}   {hdr['date']} {hdr['time']}",
-             f"ML6-15  Breast  CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
-            f"G {hdr['gain_db']}  DR {dr:g}  D {geom.depth_cm:g} cm", seed=seed)
-    else:
-        static = render_static(
-            geom,
-            (f"{hdr['name']}  ID {hdr['id']}  {hdr['date']} {hdr['time']}",
-             f"CEUS MI {hdr['mi_ceus']:.2f}  B MI {hdr['mi_bmode']:.2f}  {hdr['fps']:g} Hz"),
-            f"C5-1  G {hdr['gain_db']}  DR {dr:g}", seed=seed)
+    header_lines, footer = geom.screen.header_text(truth["screen"]["header"], dr, geom)
+    static = render_static(geom, header_lines, footer, seed=seed)
     timer = TimerOverlay(geom)
     lut = gold_lut() if truth["colormap"] == "gold" else None
     offset = np.float32(truth["noise_floor_power"])
@@ -383,14 +265,13 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     fan = panel_footprint(skin, panel)
     marks = _marks(shape, motion, panel, fan) if skin.marks else None
     deco_at = deco_rgb = None
-    if logiq:  # decorations inside the panels, painted over every frame, off the lesion
-        deco = logiq_decorations(geom)
-        inside = deco.inside_panels(lay)
-        keep_off = _keep_off(shape, motion, panel)
+    overlay = geom.screen.overlay(geom)
+    if overlay is not None:  # what the screen paints inside the panels over every frame, off the lesion
+        inside = np.zeros(overlay.shape[:2], bool)
         for b in (cb, ub):
-            inside[b.y: b.y + b.h, b.x: b.x + b.w] &= ~keep_off
-        deco_at = np.nonzero(inside)
-        deco_rgb = deco.image[deco_at]
+            inside[b.y: b.y + b.h, b.x: b.x + b.w] = ~_keep_off(shape, motion, panel)
+        deco_at = np.nonzero(inside & overlay.any(axis=2))
+        deco_rgb = overlay[deco_at]
     frozen = None
     if skin.frozen_bmode:
         fdx, fdy = motion.offset(0.0)
