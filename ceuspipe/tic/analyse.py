@@ -16,7 +16,7 @@ import scipy
 
 import ceuspipe
 from ceuspipe.errors import InputError
-from ceuspipe.tic.fit import fit_curve
+from ceuspipe.tic.fit import NOISE_MODELS, FitResult, fit_curve
 from ceuspipe.tic.flags import FLAG_NAMES, confirm_jumps, frame_flags
 from ceuspipe.tic.models import get_model
 from ceuspipe.tic.parameters import CI_LEVEL, Parameter, empty_parameters, perfusion_parameters, propagate_uncertainty
@@ -194,6 +194,46 @@ def analyse_curve(
     (:func:`~ceuspipe.tic.parameters.propagate_uncertainty`).
     """
     get_model(model)
+    t, y, fi, cols = _checked_arrays(times_s, values, frame_index, exclude, panel_means, columns)
+    settings = {
+        "detect_flash": bool(detect_flash),
+        "detect_jumps": bool(detect_jumps),
+        "min_qof_percent": float(min_qof),
+        "min_snr": float(min_snr),
+        "ti_to_fraction_of_pe": float(fraction),
+        "noise": noise,
+        "robust": bool(robust),
+    }
+    if noise not in NOISE_MODELS:
+        raise InputError(None, f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+    flags = frame_flags(y, times_s=t, panel_means=panel_means, exclude=exclude, flash=detect_flash, jumps=detect_jumps,
+                        log_values=quantity != "mean_gray")
+    res = TicResult(
+        model=model, success=False, reason="", frame_index=fi, times_s=t, values=y,
+        fitted=np.full(t.size, np.nan), flags={k: flags[k] for k in FLAG_NAMES}, parameters=empty_parameters(model),
+        quantity=quantity, columns=cols, settings=settings,
+    )
+    tf = t[np.isfinite(t)]
+    if tf.size > 1 and np.any(np.diff(tf) < 0):
+        res.reason = "frame times decrease: times_s must be in presentation order"
+        return res
+    fit_options = {"min_qof": min_qof, "min_snr": min_snr, "noise": noise, "robust": robust}
+    if res.flags["jump"].any():
+        _confirm_jump_flags(res, fit_options)
+    used = ~res.excluded
+    fit = fit_curve(t[used], y[used], model, **fit_options)
+    _take_fit(res, fit)
+    if fit.success:
+        _perfusion(res, fit, used, fraction)
+    else:
+        res.parameters = empty_parameters(model, fit.qof)
+    return res
+
+
+def _checked_arrays(times_s, values, frame_index, exclude, panel_means, columns):
+    """``(t, y, frame_index, columns)``: times (s) and values as float ``(N,)``, frame
+    indices int ``(N,)`` (default ``0..N-1``), columns name -> float ``(N,)``. Raises
+    :class:`~ceuspipe.errors.InputError` when any array's size is not ``N``."""
     t = np.asarray(times_s, dtype=np.float64).ravel()
     y = np.asarray(values, dtype=np.float64).ravel()
     n = t.size
@@ -204,43 +244,24 @@ def analyse_curve(
     for name, arr in [("frame_index", fi), ("exclude", exclude), ("panel_means", panel_means), *cols.items()]:
         if arr is not None and np.asarray(arr).size != n:
             raise InputError(None, f"{name} has {np.asarray(arr).size} entries but the curve has {n} frames")
-    settings = {
-        "detect_flash": bool(detect_flash),
-        "detect_jumps": bool(detect_jumps),
-        "min_qof_percent": float(min_qof),
-        "min_snr": float(min_snr),
-        "ti_to_fraction_of_pe": float(fraction),
-        "noise": noise,
-        "robust": bool(robust),
-    }
-    from ceuspipe.tic.fit import NOISE_MODELS
+    return t, y, fi, cols
 
-    if noise not in NOISE_MODELS:
-        raise InputError(None, f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
-    flags = frame_flags(y, times_s=t, panel_means=panel_means, exclude=exclude, flash=detect_flash, jumps=detect_jumps,
-                        log_values=quantity != "mean_gray")
-    flags = {k: flags[k] for k in FLAG_NAMES}
-    res = TicResult(
-        model=model, success=False, reason="", frame_index=fi, times_s=t, values=y,
-        fitted=np.full(n, np.nan), flags=flags, parameters=empty_parameters(model),
-        quantity=quantity, columns=cols, settings=settings,
-    )
-    tf = t[np.isfinite(t)]
-    if tf.size > 1 and np.any(np.diff(tf) < 0):
-        res.reason = "frame times decrease: times_s must be in presentation order"
-        return res
-    if flags["jump"].any():
-        # The running median is biased at sharp, coarsely sampled peaks: keep only the
-        # candidates that are still outliers against a fit that includes them.
-        with_cands = ~res.excluded | flags["jump"]
-        trial = fit_curve(t[with_cands], y[with_cands], model, min_qof=min_qof, min_snr=min_snr, noise=noise,
-                          robust=robust)
-        if trial.params:
-            with np.errstate(all="ignore"):
-                flags["jump"] = confirm_jumps(y, trial.predict(t), flags["jump"], with_cands,
-                                              noise_sd=trial.noise_sd(t))
-    used = ~res.excluded
-    fit = fit_curve(t[used], y[used], model, min_qof=min_qof, min_snr=min_snr, noise=noise, robust=robust)
+
+def _confirm_jump_flags(res: TicResult, fit_options: dict) -> None:
+    """Keeps only the jump candidates in ``res.flags["jump"]`` ``(N,)`` that are still outliers
+    against a fit that includes them: the running median is biased at sharp, coarsely
+    sampled peaks."""
+    t, y, jump = res.times_s, res.values, res.flags["jump"]
+    with_cands = ~res.excluded | jump
+    trial = fit_curve(t[with_cands], y[with_cands], res.model, **fit_options)
+    if trial.params:
+        with np.errstate(all="ignore"):
+            res.flags["jump"] = confirm_jumps(y, trial.predict(t), jump, with_cands, noise_sd=trial.noise_sd(t))
+
+
+def _take_fit(res: TicResult, fit: FitResult) -> None:
+    """Copies the fit's reason, noise model, warnings, QOF, parameters and covariance into
+    ``res``, with the fitted curve and its confidence band at every frame (``(N,)`` each)."""
     res.reason = fit.reason
     res.residual_model = dict(fit.residual_model)
     res.warnings = list(fit.warnings)
@@ -250,28 +271,30 @@ def analyse_curve(
     res.covariance = fit.covariance
     if fit.params:
         with np.errstate(all="ignore"):
-            res.fitted = fit.predict(t)
-            res.fitted_low, res.fitted_high = fit.band(t, CI_LEVEL)
-    if fit.success:
-        tu = t[used]
-        params = perfusion_parameters(
-            model, fit.params, t_first=float(tu.min()), t_last=float(tu.max()), qof=fit.qof, fraction=fraction
-        )
-        ti, to, pe = (params[k].value for k in ("TI", "TO", "PE"))
-        n_half = int(np.count_nonzero(res.fitted[used] - fit.params["O"] >= 0.5 * pe))
-        n_bolus = int(np.count_nonzero((tu >= ti) & (tu <= (to if math.isfinite(to) else np.inf))))
-        if not math.isfinite(pe):
-            res.reason = "fitted curve has no positive peak"
-        elif n_half < MIN_HALF_MAX_FRAMES or n_bolus < MIN_BOLUS_FRAMES:
-            res.reason = (f"bolus not resolved in time: {n_half} frames above half the peak (need "
-                          f"{MIN_HALF_MAX_FRAMES}), {n_bolus} from arrival to wash-out end (need {MIN_BOLUS_FRAMES})")
-        else:
-            if fit.cov_internal is not None:
-                with np.errstate(all="ignore"):
-                    propagate_uncertainty(model, params, fit.x_internal, fit.cov_internal, fit.public,
-                                          t_first=float(tu.min()), t_last=float(tu.max()), fraction=fraction)
-            res.parameters = params
-            res.success = True
+            res.fitted = fit.predict(res.times_s)
+            res.fitted_low, res.fitted_high = fit.band(res.times_s, CI_LEVEL)
+
+
+def _perfusion(res: TicResult, fit: FitResult, used: np.ndarray, fraction: float) -> None:
+    """Perfusion parameters of a successful fit over the used frames (``used`` ``(N,)``
+    bool), with their uncertainty; sets ``res.success``, or ``res.reason`` when the fitted
+    bolus has no positive peak or too few frames resolve it."""
+    tu = res.times_s[used]
+    t_first, t_last = float(tu.min()), float(tu.max())
+    params = perfusion_parameters(res.model, fit.params, t_first=t_first, t_last=t_last, qof=fit.qof,
+                                  fraction=fraction)
+    ti, to, pe = (params[k].value for k in ("TI", "TO", "PE"))
+    n_half = int(np.count_nonzero(res.fitted[used] - fit.params["O"] >= 0.5 * pe))
+    n_bolus = int(np.count_nonzero((tu >= ti) & (tu <= (to if math.isfinite(to) else np.inf))))
+    if not math.isfinite(pe):
+        res.reason = "fitted curve has no positive peak"
+    elif n_half < MIN_HALF_MAX_FRAMES or n_bolus < MIN_BOLUS_FRAMES:
+        res.reason = (f"bolus not resolved in time: {n_half} frames above half the peak (need "
+                      f"{MIN_HALF_MAX_FRAMES}), {n_bolus} from arrival to wash-out end (need {MIN_BOLUS_FRAMES})")
     else:
-        res.parameters = empty_parameters(model, fit.qof)
-    return res
+        if fit.cov_internal is not None:
+            with np.errstate(all="ignore"):
+                propagate_uncertainty(res.model, params, fit.x_internal, fit.cov_internal, fit.public,
+                                      t_first=t_first, t_last=t_last, fraction=fraction)
+        res.parameters = params
+        res.success = True
