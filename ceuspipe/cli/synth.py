@@ -5,6 +5,19 @@ from __future__ import annotations
 import click
 
 
+class _SkinOption(click.Option):
+    """``--skin``: its help lists the skins registered when it is shown (built in, in code
+    or by entry points); names are checked by :class:`~ceuspipe.synth.config.PhantomConfig`."""
+
+    def get_help_record(self, ctx: click.Context):
+        from ceuspipe.synth.skins import ENTRY_POINT_GROUP, SKINS
+
+        self.help = (f"Screen skin: {', '.join(SKINS.names())} (built in, or registered in "
+                     f"ceuspipe.synth.skins.SKINS or by an entry point in {ENTRY_POINT_GROUP}); combine "
+                     "with '+' (e.g. sector+touching, logiq+frozen-bmode).")
+        return super().get_help_record(ctx)
+
+
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option("-n", "--patients", type=click.IntRange(min=1), required=True, help="Number of patients (one exam each).")
@@ -16,8 +29,8 @@ import click
 @click.option("--width", type=click.IntRange(min=64), default=800, show_default=True, help="Frame width (px).")
 @click.option("--height", type=click.IntRange(min=36), default=450, show_default=True, help="Frame height (px).")
 @click.option("--panel-size", type=click.IntRange(min=32), default=None,
-              help="Square panel side in px (default min(0.8 H, 0.45 W)); with --skin logiq the panel "
-                   "width (default min(0.48 W, H); height width/1.385).")
+              help="Square panel side in px (default min(0.8 H, 0.45 W)); a skin with its own screen "
+                   "may read it otherwise (logiq: the panel width, default min(0.48 W, H); height width/1.385).")
 @click.option("--ceus-side", type=click.Choice(["left", "right", "random"]), default="left", show_default=True,
               help="Side of the CEUS panel ('random': drawn per patient).")
 @click.option("--colormap", type=click.Choice(["gray", "gold"]), default="gray", show_default=True,
@@ -31,10 +44,7 @@ import click
 @click.option("--preset", default="veryfast", show_default=True,
               type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]),
               help="libx264 speed preset (encoding is most of the generation time).")
-@click.option("--skin", default="default", show_default=True, metavar="NAME[+NAME...]",
-              help="Screen skin: default, sector, touching, separator, dark-start, fullhd, marks, "
-                   "frozen-bmode, stacked, logiq (GE LOGIQ dual display); combine with '+' "
-                   "(e.g. sector+touching, logiq+frozen-bmode).")
+@click.option("--skin", cls=_SkinOption, default="default", show_default=True, metavar="NAME[+NAME...]")
 @click.option("--format", "container", type=click.Choice(["mp4", "dicom-rgb", "dicom-jpeg"]), default="mp4",
               show_default=True, help="Clip container: H.264 MP4 or a multi-frame US DICOM cine "
                                       "(uncompressed RGB or JPEG baseline YBR_FULL_422).")

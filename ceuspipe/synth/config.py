@@ -71,9 +71,13 @@ class PhantomConfig:
             object.__setattr__(self, "dynamic_range_db", float(self.dynamic_range_db))
         if self.container not in CONTAINERS:
             raise ValueError(f"container must be one of {CONTAINERS}, not {self.container!r}")
+        from ceuspipe.configs import ConfigError
         from ceuspipe.synth.screen import ScreenSkin, make_geometry
 
-        skin = ScreenSkin.parse(self.skin)  # raises for unknown names
+        try:
+            skin = ScreenSkin.parse(self.skin)
+        except ValueError as err:  # an unknown name (the known ones named), or clashing skins
+            raise ConfigError("skin", str(err)) from None
         make_geometry(self.width, self.height, "left", self.panel_size, skin=skin)  # raises if too small
 
     @property
