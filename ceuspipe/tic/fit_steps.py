@@ -20,17 +20,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage, optimize
 
 from ceuspipe.tic.models import BolusModel, get_model
 
-if TYPE_CHECKING:
-    from ceuspipe.tic.fit import FitResult
-
 log = logging.getLogger("ceuspipe")
+
+# The steps fill a ``FitResult`` (ceuspipe.tic.fit), named in annotations only: fit.py
+# imports this module, so importing it back would be a circle.
 
 MIN_POINTS = 6
 NOISE_MODELS = ("auto", "multiplicative", "additive")
