@@ -86,7 +86,9 @@ print(json.dumps({"frames": r.frames, "repeated": r.frames_repeated, "stream_fps
 _INFER = _PEAK_RSS + r"""
 import numpy as np, torch
 from ceuspipe.segment.model_spec import load_spec
-from ceuspipe.segment.predictor import make_predictor, prepare_panel, TorchPredictor
+from ceuspipe.segment.engines import make_predictor
+from ceuspipe.segment.engines.torch_engine import TorchPredictor
+from ceuspipe.segment.predictor import prepare_panel
 from ceuspipe.video.layout import resolve_layout
 from ceuspipe.video.panels import crop
 from ceuspipe.video.reader import iter_frames

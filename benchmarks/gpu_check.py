@@ -208,7 +208,7 @@ def segment(device, args, clip: Path) -> dict:
     from ceuspipe.model import build_model
     from ceuspipe.segment import SegmentConfig, segment_video
     from ceuspipe.segment.model_spec import load_spec
-    from ceuspipe.segment.predictor import TorchPredictor
+    from ceuspipe.segment.engines.torch_engine import TorchPredictor
     from ceuspipe.train.checkpoint import save_checkpoint
     from ceuspipe.video.reader import iter_frames
     from ceuspipe.video.writer import VideoWriter

@@ -98,3 +98,27 @@ def small_fs(path: Path, size: str = "3m"):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@contextlib.contextmanager
+def installed_entry_point(monkeypatch, registry, name: str, obj):
+    """For the block, ``registry`` (a :class:`ceuspipe.registry.Registry`) sees ``obj`` as an
+    entry point called ``name`` of an installed package; forgotten afterwards."""
+    import importlib.metadata
+
+    class EntryPoint:
+        @staticmethod
+        def load():
+            return obj
+
+    ep = EntryPoint()
+    ep.name = name
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [ep] if group == registry.entry_point_group else [])
+    registry.reload_entry_points()
+    try:
+        yield
+    finally:
+        registry.unregister(name)
+        monkeypatch.undo()
+        registry.reload_entry_points()

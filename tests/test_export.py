@@ -15,8 +15,10 @@ from click.testing import CliRunner
 from ceuspipe.segment.export import export_checkpoint
 from ceuspipe.segment.onnx_export import cached_onnx, feed_for
 from ceuspipe.segment.model_spec import load_spec
-from ceuspipe.segment.predictor import (OnnxPredictor, TorchPredictor, make_predictor,
-                                        prepare_panel, probability_to_mask)
+from ceuspipe.segment.engines import make_predictor
+from ceuspipe.segment.engines.onnx_engine import OnnxPredictor
+from ceuspipe.segment.engines.torch_engine import TorchPredictor
+from ceuspipe.segment.predictor import prepare_panel, probability_to_mask, submit
 from conftest import write_checkpoint
 
 
@@ -122,7 +124,7 @@ def test_parallel_frames_slices_the_batch_over_one_thread_runs(tmp_path, monkeyp
     """parallel_frames: 7 frames on 3 CPUs run as 3 concurrent one-thread runs over slices of
     2, 3 and 2 frames, with the outputs of one multi-threaded run; one frame takes the
     multi-threaded session; a fixed-batch model is never sliced."""
-    from ceuspipe.segment import predictor as P
+    from ceuspipe.segment.engines import onnx_engine as P
 
     monkeypatch.setattr(P, "usable_cpus", lambda: 3)
     ckpt = _checkpoint(tmp_path / "m.pt")
@@ -190,7 +192,7 @@ def test_submit_returns_before_the_slices_run_and_keeps_their_order(tmp_path, mo
     returns at once; result() waits for them, in batch order, and re-raises a slice's error;
     cancel() drops the slices that have not started. A predictor without submit runs at
     once (predictor.submit)."""
-    from ceuspipe.segment import predictor as P
+    from ceuspipe.segment.engines import onnx_engine as P
 
     monkeypatch.setattr(P, "usable_cpus", lambda: 2)
     P._frame_pool.cache_clear()  # a pool of the patched size
@@ -225,5 +227,5 @@ def test_submit_returns_before_the_slices_run_and_keeps_their_order(tmp_path, mo
         def __call__(self, cc, uu):
             return cc * 0.5
 
-    np.testing.assert_array_equal(P.submit(Plain(), c, u).result(), c * 0.5)
+    np.testing.assert_array_equal(submit(Plain(), c, u).result(), c * 0.5)
     P._frame_pool.cache_clear()

@@ -59,9 +59,9 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
 
 
 def test_inference_error_mid_clip_stops_all_stages(env, tmp_path, monkeypatch):
-    from ceuspipe.segment import predictor as predictor_mod
+    from ceuspipe.segment.engines.torch_engine import TorchPredictor
 
-    real = predictor_mod.TorchPredictor.__call__
+    real = TorchPredictor.__call__
     calls = {"n": 0}
 
     def failing(self, ceus, us):
@@ -70,7 +70,7 @@ def test_inference_error_mid_clip_stops_all_stages(env, tmp_path, monkeypatch):
             raise RuntimeError("simulated inference failure")
         return real(self, ceus, us)
 
-    monkeypatch.setattr(predictor_mod.TorchPredictor, "__call__", failing)
+    monkeypatch.setattr(TorchPredictor, "__call__", failing)
     out = tmp_path / "out"
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="simulated inference failure"):
@@ -240,7 +240,7 @@ def test_train_config_refuses_unknown_variant_with_the_choices():
 
 @pytest.mark.parametrize("line, message", [
     ('device = "gpu"', "stages.segment.device: must be auto, cpu, cuda or cuda:N, got 'gpu'"),
-    ('engine = "fast"', "stages.segment.engine: must be one of auto, torch, onnx, got 'fast'"),
+    ('engine = "fast"', "stages.segment.engine: unknown inference engine 'fast'; known: auto, onnx, torch"),
     ('tic_model = "gauss"', "stages.segment.tic_model: must be one of"),
 ])
 def test_pipeline_with_bad_segment_option_refused_at_load(tmp_path, line, message):

@@ -15,6 +15,7 @@ from ceuspipe.configs import ConfigError
 from ceuspipe.keyframes import DEFAULT_SCORER, KeyframeConfig, get_scorer, register_scorer, scorer_names
 from ceuspipe.keyframes import scorers as scorer_registry
 from ceuspipe.synth import PhantomConfig, generate_exam
+from conftest import installed_entry_point
 
 
 def brightness(gray: np.ndarray, previous: np.ndarray | None) -> float:
@@ -61,20 +62,7 @@ def test_unknown_scorer_is_one_line_and_a_pipeline_key(tmp_path):
 
 
 def test_scorers_from_entry_points(monkeypatch):
-    class EntryPoint:
-        name = "ep-brightness"
-
-        @staticmethod
-        def load():
-            return brightness
-
-    import importlib.metadata
-
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group: [EntryPoint()] if group == scorer_registry.ENTRY_POINT_GROUP else [])
-    scorer_registry.SCORERS.reload_entry_points()
-    try:
+    with installed_entry_point(monkeypatch, scorer_registry.SCORERS, "ep-brightness", brightness):
         assert "ep-brightness" in scorer_names()
         assert get_scorer("ep-brightness")(np.full((2, 2), 9, np.uint8), None) == 9.0
-    finally:
-        scorer_registry.SCORERS.unregister("ep-brightness")
+    assert "ep-brightness" not in scorer_names()

@@ -18,7 +18,8 @@ from ceuspipe.errors import InputError
 from ceuspipe.segment import SegmentConfig, segment_video
 from ceuspipe.segment.calibration import calibration_set, from_clips, from_dataset
 from ceuspipe.segment.model_spec import load_spec
-from ceuspipe.segment.predictor import OnnxPredictor, make_predictor
+from ceuspipe.segment.engines import make_predictor
+from ceuspipe.segment.engines.onnx_engine import OnnxPredictor
 from ceuspipe.segment.quantize import agreement, export_int8, mask_dice
 from ceuspipe.video.panels import PanelLayout
 from tests._toy_dataset import make_toy_dataset
@@ -147,7 +148,7 @@ def test_onnx_file_as_model(env, tmp_path):
     assert spec.quantization["precision"] == "int8"
     pred = make_predictor(spec)
     assert pred.engine == "onnx-int8" and pred.device == "cpu"
-    with pytest.raises(InputError, match="ONNX Runtime only"):
+    with pytest.raises(InputError, match="cannot run an ONNX model file"):
         make_predictor(spec, engine="torch")
     lay = PanelLayout.from_dict(env["truth"]["layout"])
     out = tmp_path / "out"

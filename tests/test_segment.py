@@ -173,30 +173,30 @@ def test_corrupt_clip_leaves_nothing(env, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
 
 
-def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
-    import ceuspipe.segment.precision as run_mod  # where segment_video builds its predictor
+def _predictor(env, **kw):
+    from ceuspipe.segment.engines import make_predictor
+    from ceuspipe.segment.model_spec import load_spec
 
-    real = run_mod.make_predictor
+    return make_predictor(load_spec(env["ckpt"]), cache_dir=env["cache"], **kw)
+
+
+def test_failure_mid_stream_leaves_nothing(env, tmp_path):
+    pred = _predictor(env)
     calls = {"n": 0}
 
-    def failing(*a, **kw):
-        pred = real(*a, **kw)
+    class Boom:
+        engine, device, size = pred.engine, pred.device, pred.size
+        inference_record = pred.inference_record
 
-        class Boom:
-            engine, device, size = pred.engine, pred.device, pred.size
-            inference_record = pred.inference_record
+        def __call__(self, c, u):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("inference failed")
+            return pred(c, u)
 
-            def __call__(self, c, u):
-                calls["n"] += 1
-                if calls["n"] == 3:
-                    raise RuntimeError("inference failed")
-                return pred(c, u)
-        return Boom()
-
-    monkeypatch.setattr(run_mod, "make_predictor", failing)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="inference failed"):
-        segment_video(env["clip"], env["ckpt"], out, _config(env, batch_size=4))
+        segment_video(env["clip"], env["ckpt"], out, _config(env, batch_size=4), predictor=Boom())
     assert calls["n"] == 3
     assert list(tmp_path.iterdir()) == []
 
@@ -204,44 +204,38 @@ def test_failure_mid_stream_leaves_nothing(env, tmp_path, monkeypatch):
 def test_next_batch_submitted_before_the_last_is_collected_same_outputs(env, tmp_path, monkeypatch):
     """Batches overlap (the next one is submitted while the last one finishes) and the
     outputs are exactly those of one batch at a time, with temporal smoothing too."""
-    import ceuspipe.segment.precision as precision_mod
-    import ceuspipe.segment.run as run_mod
+    import ceuspipe.segment.stream as stream_mod
     from ceuspipe.segment.predictor import submit
     from ceuspipe.tic import read_tic_csv
 
-    real = precision_mod.make_predictor
+    pred = _predictor(env, parallel_frames=True)
     events: list[str] = []
 
-    def logging_predictor(*a, **kw):
-        pred = real(*a, **kw)
+    class Logged:
+        engine, device, size = pred.engine, pred.device, pred.size
+        inference_record = pred.inference_record
+        __call__ = pred.__call__
 
-        class Logged:
-            engine, device, size = pred.engine, pred.device, pred.size
-            inference_record = pred.inference_record
-            __call__ = pred.__call__
+        def submit(self, c, u):
+            k = sum(e.startswith("submit") for e in events)
+            events.append(f"submit {k}")
+            res = submit(pred, c, u)
 
-            def submit(self, c, u):
-                k = sum(e.startswith("submit") for e in events)
-                events.append(f"submit {k}")
-                res = submit(pred, c, u)
+            class Result:
+                def result(self):
+                    events.append(f"result {k}")
+                    return res.result()
 
-                class Result:
-                    def result(self):
-                        events.append(f"result {k}")
-                        return res.result()
+                cancel = res.cancel
+            return Result()
 
-                    cancel = res.cancel
-                return Result()
-        return Logged()
-
-    monkeypatch.setattr(precision_mod, "make_predictor", logging_predictor)
     outs = {}
     for depth in (1, 2):
-        monkeypatch.setattr(run_mod, "INFLIGHT_BATCHES", depth)
+        monkeypatch.setattr(stream_mod, "INFLIGHT_BATCHES", depth)
         events.clear()
         outs[depth] = tmp_path / f"depth{depth}"
-        segment_video(env["clip"], env["ckpt"], outs[depth], _config(env, batch_size=3, temporal_smoothing=3,
-                                                                      precision="fp32"))
+        segment_video(env["clip"], env["ckpt"], outs[depth], _config(env, batch_size=3, temporal_smoothing=3),
+                      predictor=Logged())
         n = sum(e.startswith("submit") for e in events)
         assert n > 2
         if depth == 1:

@@ -199,10 +199,11 @@ def test_dedupe_config_and_cli_flag():
     assert res.exit_code == 0 and "--no-dedupe" in res.output
 
 
-def test_long_run_of_repeats_streams_with_bounded_hold(env, tmp_path, monkeypatch):
+def test_long_run_of_repeats_streams_with_bounded_hold(env, tmp_path):
     """A frozen screen (one frame 40 times, longer than the inference stage holds frames
     back): one inference of one frame, every frame written, a one-row curve."""
-    import ceuspipe.segment.precision as run_mod  # where segment_video builds its predictor
+    from ceuspipe.segment.engines import make_predictor
+    from ceuspipe.segment.model_spec import load_spec
     from ceuspipe.video.writer import VideoWriter
 
     img = next(iter(iter_frames(env["src"]))).image
@@ -210,23 +211,19 @@ def test_long_run_of_repeats_streams_with_bounded_hold(env, tmp_path, monkeypatc
     with VideoWriter(clip, img.shape[1], img.shape[0], fps=30.0, codec="libx264") as vw:
         for j in range(40):
             vw.write(img, j / 30.0)
-    real = run_mod.make_predictor
+    pred = make_predictor(load_spec(env["ckpt"]), cache_dir=env["root"] / "cache")
     calls = []
 
-    def counting(*a, **kw):
-        pred = real(*a, **kw)
+    class Count:
+        engine, device, size = pred.engine, pred.device, pred.size
+        inference_record = pred.inference_record
 
-        class Count:
-            engine, device, size = pred.engine, pred.device, pred.size
-            inference_record = pred.inference_record
+        def __call__(self, c, u):
+            calls.append(len(c))
+            return pred(c, u)
 
-            def __call__(self, c, u):
-                calls.append(len(c))
-                return pred(c, u)
-        return Count()
-
-    monkeypatch.setattr(run_mod, "make_predictor", counting)
-    rep = segment_video(clip, env["ckpt"], tmp_path / "out", _config(env, batch_size=4, queue_frames=2))
+    rep = segment_video(clip, env["ckpt"], tmp_path / "out", _config(env, batch_size=4, queue_frames=2),
+                        predictor=Count())
     assert calls == [1] and rep.frames == 40 and rep.frames_repeated == 39 and rep.acquisition_fps is None
     assert len(list(iter_frames(tmp_path / "out" / "mask.mkv"))) == 40
     assert len(read_tic_csv(tmp_path / "out" / "tic.csv")["time_s"]) == 1

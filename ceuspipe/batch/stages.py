@@ -153,9 +153,12 @@ def _prepare_segment(options: dict, base_dir: Path) -> dict:
         spec = load_spec(options["model"], "cpu")
     except InputError as exc:
         raise ValueError(f"model: {exc.problem}") from None
-    if spec.onnx_path is not None and (config.engine == "torch" or config.device.startswith("cuda")):
-        raise ValueError(f"device: an ONNX model runs on the CPU with ONNX Runtime only, not with "
-                         f"engine {config.engine!r} on device {config.device!r} (give the .pt checkpoint)")
+    from ceuspipe.segment.engines import EngineMismatch, check_request, model_file_kind
+
+    try:
+        check_request(config.engine, config.device, config.precision, model_file_kind(options["model"]))
+    except EngineMismatch as exc:
+        raise ValueError(f"{exc.field}: {exc}") from None
     if spec.onnx_path is not None and config.precision not in ("auto", "int8" if spec.quantization else "fp32"):
         raise ValueError(f"precision: the ONNX model file is {'int8' if spec.quantization else 'fp32'}, not "
                          f"{config.precision} (give the .pt checkpoint, or precision = \"auto\")")

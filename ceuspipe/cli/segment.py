@@ -7,7 +7,6 @@ import click
 from ceuspipe.cli.options import default_of, layout_options, layout_overrides
 from ceuspipe.segment.config import SegmentConfig
 from ceuspipe.segment.precision import PRECISIONS
-from ceuspipe.segment.predictor import ENGINES
 from ceuspipe.tic.models import MODELS as TIC_MODELS
 
 
@@ -28,8 +27,10 @@ def _seg(name: str):
 @click.option("--batch-size", default=_seg("batch_size"), show_default=True, type=click.IntRange(min=1),
               help="Frames per inference call.")
 @click.option("--device", default=_seg("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--engine", type=click.Choice(ENGINES), default=_seg("engine"), show_default=True,
-              help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA.")
+@click.option("--engine", default=_seg("engine"), show_default=True, metavar="NAME",
+              help="auto: ONNX Runtime on CPU (exported once, cached), PyTorch fp16 on CUDA; or a registered "
+                   "engine: onnx, torch, or one added in ceuspipe.segment.engines or by an entry point "
+                   "(group ceuspipe.inference_engines).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_seg("precision"), show_default=True,
               help="auto: a checkpoint on the CPU runs int8 (calibrated once on the first clip, cached), "
                    "checked against fp32 on frames spread over every clip and redone with fp32 when they "

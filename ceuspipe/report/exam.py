@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,9 @@ def pick_frame_times(tic: dict, times: np.ndarray, values: np.ndarray | None = N
                 v[np.asarray(excluded, bool)] = np.nan
             if v.size >= 3:
                 pad = np.concatenate(([v[0]], v, [v[-1]]))
-                v = np.nanmedian(np.stack([pad[:-2], pad[1:-1], pad[2:]]), axis=0)
+                with warnings.catch_warnings():  # all-NaN columns (no lesion in 3 frames) stay NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    v = np.nanmedian(np.stack([pad[:-2], pad[1:-1], pad[2:]]), axis=0)
             if np.isfinite(v).any():
                 t_peak = float(times[int(np.nanargmax(v))])
         targets = [("first frame", t_first), ("rising", 0.5 * (t_first + t_peak)), ("brightest", t_peak),

@@ -2,7 +2,7 @@
 overlay videos, time-intensity curve outputs, ONNX export for CPU deployment.
 
 The names below load :mod:`ceuspipe.segment.run` on first use, so that importing a
-light submodule (the CLI reads ``predictor.ENGINES`` for its options) does not cost
+light submodule (the CLI reads ``config.SegmentConfig`` for its defaults) does not cost
 every command ~0.1 s of start-up."""
 
 __all__ = ["SegmentConfig", "SegmentReport", "default_out_dir", "segment_video"]

@@ -17,8 +17,8 @@ class SegmentConfig(LayoutOptions):
 
     ``sample_fps``: frames per second of presentation time to segment (None:
     every frame). ``batch_size``: frames per inference call. ``device``:
-    ``auto|cpu|cuda``; ``engine``: ``auto|torch|onnx`` (auto = ONNX Runtime on
-    CPU, PyTorch fp16 autocast on CUDA). ``dynamic_range_db``: display dynamic
+    ``auto|cpu|cuda``; ``engine``: ``auto`` (ONNX Runtime on CPU, PyTorch fp16
+    autocast on CUDA) or a registered engine (:mod:`ceuspipe.segment.engines`). ``dynamic_range_db``: display dynamic
     range for linearising grey levels (dB). ``tic_model``: ``lognormal|gamma``.
     ``temporal_smoothing``: median window in frames (0 = off, see
     :mod:`ceuspipe.segment.temporal`). ``threshold``: probability threshold
@@ -71,14 +71,13 @@ class SegmentConfig(LayoutOptions):
     def __post_init__(self) -> None:
         from ceuspipe import configs
         from ceuspipe.segment.precision import PRECISIONS
-        from ceuspipe.segment.predictor import ENGINES
+        from ceuspipe.segment.engines import EngineMismatch, check_request
         from ceuspipe.tic.models import MODELS
 
         super().__post_init__()
         configs.number("sample_fps", self.sample_fps, above=0, optional=True, unit="frames per second")
         configs.number("batch_size", self.batch_size, minimum=1, integer=True)
         configs.device("device", self.device)
-        configs.choice("engine", self.engine, ENGINES)
         configs.number("dynamic_range_db", self.dynamic_range_db, above=0, unit="dB")
         configs.choice("tic_model", self.tic_model, tuple(MODELS))
         configs.number("temporal_smoothing", self.temporal_smoothing, minimum=0, integer=True, unit="frames")
@@ -99,10 +98,9 @@ class SegmentConfig(LayoutOptions):
             raise configs.ConfigError("reference_mask", "given while the reference region is off (reference false)")
         if not isinstance(self.dedupe, bool):
             raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
-        if self.engine == "onnx" and self.device.startswith("cuda"):
-            raise configs.ConfigError("engine", "onnx runs on the CPU only (use engine torch for CUDA)")
         configs.choice("precision", self.precision, PRECISIONS)
         configs.number("int8_min_dice", self.int8_min_dice, minimum=0, maximum=1)
-        if self.precision == "int8" and (self.engine == "torch" or self.device.startswith("cuda")):
-            raise configs.ConfigError("precision", "int8 runs with ONNX Runtime on the CPU only "
-                                                   f"(not engine {self.engine} on device {self.device})")
+        try:  # what the engines can do, checked in one place
+            check_request(self.engine, self.device, self.precision)
+        except EngineMismatch as exc:
+            raise configs.ConfigError(exc.field, str(exc)) from None

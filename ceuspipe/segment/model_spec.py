@@ -30,6 +30,16 @@ class ModelSpec:
     path: Path
     onnx_path: Path | None = None
     quantization: dict = field(default_factory=dict)
+    _sha256: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 hex digest of the model file (read once)."""
+        if self._sha256 is None:
+            from ceuspipe.segment.onnx_export import file_digest
+
+            self._sha256 = file_digest(self.path)
+        return self._sha256
 
     @property
     def size(self) -> int:

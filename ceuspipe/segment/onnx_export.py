@@ -194,7 +194,7 @@ def cached_onnx(spec, *, cache_dir: str | os.PathLike | None = None) -> Path:
     import torch
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    digest = file_digest(spec.path)
+    digest = spec.sha256
     path = root / "onnx" / f"{digest[:20]}-s{spec.size}-f{EXPORT_FORMAT}.onnx"
     if path.is_file():
         return path

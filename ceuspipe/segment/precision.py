@@ -23,9 +23,10 @@ import os
 from dataclasses import dataclass, field
 
 from ceuspipe.errors import InputError
+from ceuspipe.segment.engines import Engine, EngineMismatch, EngineOptions, choose_engine
 from ceuspipe.segment.int8_check import ClipCheck
 from ceuspipe.segment.model_spec import ModelSpec
-from ceuspipe.segment.predictor import OnnxPredictor, Predictor, make_predictor
+from ceuspipe.segment.predictor import Predictor
 
 log = logging.getLogger("ceuspipe")
 
@@ -51,41 +52,53 @@ class PrecisionPlan:
         self.record.update(used="fp32", reason=reason, fell_back=True)
 
 
-def plan_precision(spec: ModelSpec, config, clip: str | os.PathLike, duration_hint_s: float | None
-                   ) -> PrecisionPlan:
+def given_predictor_plan(predictor: Predictor, config) -> PrecisionPlan:
+    """The plan of a predictor handed to ``segment_video``: it runs as it is, unchecked."""
+    return PrecisionPlan(predictor, record={"requested": config.precision, "used": "as given",
+                                            "reason": f"a {predictor.engine} predictor was handed to segment_video"})
+
+
+def plan_precision(spec: ModelSpec, config, clip: str | os.PathLike, duration_hint_s: float | None,
+                   engine: tuple[Engine, str] | None = None) -> PrecisionPlan:
     """Build the predictors for ``spec`` under ``config`` (a ``SegmentConfig``), calibrating
-    the int8 model on ``clip`` when it is needed and not cached yet."""
+    the int8 model on ``clip`` when it is needed and not cached yet. ``engine``: the
+    ``(engine, device)`` already chosen (:func:`~ceuspipe.segment.engines.choose_engine`)."""
     requested = config.precision
+    kind = "onnx" if spec.onnx_path is not None else "checkpoint"
+    try:
+        chosen, device = engine or choose_engine(config.engine, config.device, kind)
+    except EngineMismatch as exc:
+        raise InputError(spec.path, str(exc)) from None
+    options = EngineOptions(cache_dir=config.cache_dir, parallel_frames=True)
+    predictor = chosen.build(spec, device, options)
     if spec.onnx_path is not None:
         used = "int8" if spec.quantization else "fp32"
         if requested not in ("auto", used):
             raise InputError(spec.path, f"the model file is {used}; precision {requested} needs the .pt "
                                         "checkpoint (or precision auto)")
-        return PrecisionPlan(make_predictor(spec, engine=config.engine, device=config.device,
-                                            parallel_frames=True),
-                             quantization=spec.quantization,
+        return PrecisionPlan(predictor, quantization=spec.quantization,
                              record={"requested": requested, "used": used, "reason": "the ONNX model file given"})
-    predictor = make_predictor(spec, engine=config.engine, device=config.device, cache_dir=config.cache_dir,
-                               parallel_frames=True)
-    if not isinstance(predictor, OnnxPredictor):
+    if "int8" not in chosen.precisions or device != "cpu":
         if requested == "int8":
-            raise InputError(spec.path, f"int8 runs with ONNX Runtime on the CPU only, not {predictor.engine} on "
-                                        f"{predictor.device} (use precision auto or fp32)")
+            raise InputError(spec.path, f"int8 runs on the CPU with an int8 engine only, not {chosen.name} on "
+                                        f"{device} (use precision auto or fp32)")
         used = "fp16 autocast" if getattr(predictor, "amp", False) else "fp32"
         return PrecisionPlan(predictor, record={"requested": requested, "used": used,
                                                 "reason": f"{predictor.engine} on {predictor.device}"})
     if requested == "fp32":
         return PrecisionPlan(predictor, record={"requested": requested, "used": "fp32", "reason": "asked"})
-    return _int8_plan(spec, config, predictor, clip, duration_hint_s)
+    return _int8_plan(spec, config, chosen, predictor, clip, duration_hint_s)
 
 
-def _int8_plan(spec: ModelSpec, config, fp32: OnnxPredictor, clip, duration_hint_s) -> PrecisionPlan:
+def _int8_plan(spec: ModelSpec, config, engine: Engine, fp32: Predictor, clip, duration_hint_s
+               ) -> PrecisionPlan:
     from ceuspipe.segment.int8_cache import cached_int8
+    from ceuspipe.segment.onnx_export import cached_onnx
 
     requested = config.precision
     record = {"requested": requested}
     try:
-        cached = cached_int8(spec, fp32.path, clip, config, duration_hint_s)
+        cached = cached_int8(spec, cached_onnx(spec, cache_dir=config.cache_dir), clip, config, duration_hint_s)
     except InputError as exc:
         if requested == "int8":
             raise
@@ -103,6 +116,6 @@ def _int8_plan(spec: ModelSpec, config, fp32: OnnxPredictor, clip, duration_hint
         log.info("%s: using fp32", reason)
         return PrecisionPlan(fp32, record={**record, "used": "fp32", "reason": reason})
     check = ClipCheck(duration_hint_s, spec.threshold, config.dynamic_range_db, min_dice=config.int8_min_dice)
-    int8 = OnnxPredictor(cached.path, spec.size, int8=True, parallel_frames=True)
+    int8 = engine.build(spec, "cpu", EngineOptions(parallel_frames=True, model_file=cached.path, int8=True))
     return PrecisionPlan(int8, fp32=fp32, check=check, quantization=quant,
                          record={**record, "used": "int8", "reason": "checked int8 on the CPU"})

@@ -95,7 +95,7 @@ def agreement(fp32: np.ndarray, int8: np.ndarray, threshold: float) -> Agreement
 
 def probabilities(onnx_path: str | os.PathLike, pairs: PanelPairs, size: int, batch: int = 8) -> np.ndarray:
     """``(N, S, S)`` lesion probabilities of an ONNX model on ``pairs``."""
-    from ceuspipe.segment.predictor import OnnxPredictor
+    from ceuspipe.segment.engines.onnx_engine import OnnxPredictor
 
     predictor = OnnxPredictor(onnx_path, size)
     if len(pairs) == 0:
