@@ -37,6 +37,7 @@ from ceuspipe.batch.discover import discover
 from ceuspipe.batch.ledger import ExamRow, Ledger
 from ceuspipe.batch.lock import OutputLock
 from ceuspipe.batch.pipeline_file import Pipeline
+from ceuspipe.batch.stages import finish_batch
 from ceuspipe.batch.worker import ExamOutcome, ExamTask, connect_dask, error_line, iter_outcomes
 from ceuspipe.errors import OutputError
 from ceuspipe.fsutil import is_storage_refusal
@@ -256,10 +257,8 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
             with contextlib.suppress(OSError):
                 leftover.rmdir()  # only when empty
 
-        if report.done and any(s.function == "keyframes" for s in pipeline.stages):
-            from ceuspipe.keyframes.run import write_manifest
-
-            write_manifest(out)
+        if report.done:
+            finish_batch(pipeline.stages, out)
         report.failed.sort()
         report.seconds = time.monotonic() - t0
         ledger.finish_run(run_id, done=len(report.done), failed=len(report.failed),

@@ -11,7 +11,9 @@ Names: the built-in registry (``keyframes``, ``segment``) or an importable
 ``"package.module:function"``, so a site can add its own stages without
 touching ceuspipe. A function may carry a ``prepare(options, base_dir) -> dict``
 attribute that checks options when the pipeline file is loaded (raise
-``ValueError("key: problem")``) and makes relative paths absolute.
+``ValueError("key: problem")``) and makes relative paths absolute, and a
+``finish_batch(out: Path)`` attribute that runs once after a run in which exams were
+done (e.g. rewriting a manifest over every exam folder under ``out``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ def prepare_options(function: str, options: dict, base_dir: Path) -> dict:
     fn = resolve_stage(function)
     prepare = getattr(fn, "prepare", None)
     return dict(prepare(dict(options), Path(base_dir))) if prepare else dict(options)
+
+
+def finish_batch(stages, out: Path) -> None:
+    """Run each distinct stage function's ``finish_batch(out)`` once (``stages``: the
+    pipeline's :class:`~ceuspipe.batch.pipeline_file.StageSpec` list)."""
+    seen = set()
+    for spec in stages:
+        fn = resolve_stage(spec.function)
+        finish = getattr(fn, "finish_batch", None)
+        if finish is not None and fn not in seen:
+            seen.add(fn)
+            finish(Path(out))
 
 
 def _abs(base_dir: Path, value: str) -> str:
@@ -124,6 +138,15 @@ def keyframes_stage(exam, exam_tmp_dir: Path, options: dict) -> dict:
 
 
 keyframes_stage.prepare = _prepare_keyframes
+
+
+def _keyframes_manifest(out: Path) -> None:
+    from ceuspipe.keyframes.run import write_manifest
+
+    write_manifest(out)
+
+
+keyframes_stage.finish_batch = _keyframes_manifest
 
 
 # ---------------------------------------------------------------- segment

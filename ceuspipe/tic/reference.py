@@ -18,23 +18,13 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["RATIO_PARAMETERS", "RELATIVE_UNITS", "ImagedArea", "reference_ring", "relative_parameters",
-           "fill_holes"]
+from ceuspipe.masks import fill_holes
+
+__all__ = ["RATIO_PARAMETERS", "RELATIVE_UNITS", "ImagedArea", "reference_ring", "relative_parameters"]
 
 #: lesion / reference ratios (dimensionless)
 RATIO_PARAMETERS = ("PE", "WiAUC", "WoAUC", "WiWoAUC", "WiR", "WiPI")
 RELATIVE_UNITS = {**{f"r{k}": "1" for k in RATIO_PARAMETERS}, "dTTP": "s"}
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool: ``mask`` with every background region not connected to the border filled."""
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    h, w = m.shape
-    pad = np.zeros((h + 2, w + 2), np.uint8)
-    pad[1:-1, 1:-1] = m
-    flood = pad.copy()
-    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
-    return (pad | (1 - flood))[1:-1, 1:-1].astype(bool)
 
 
 class ImagedArea:
