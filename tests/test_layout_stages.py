@@ -60,6 +60,31 @@ def test_forced_wrong_side_warns_that_panels_look_swapped(tmp_path):
     assert any("look swapped" in w for w in meta["warnings"]), meta["warnings"]
 
 
+def test_both_stages_measure_panel_change_the_same_way(tmp_path):
+    """Key frames (1 fps full-resolution crops) and segment-video (every frame at model input
+    size) feed the swapped-panel check the same measurement: on one clip their median
+    changes agree, and both warn when the wrong side is forced."""
+    import re
+
+    clip, _ = _exam(tmp_path, "swap", skin="frozen-bmode")
+    kf = _keyframes(clip, tmp_path / "kf", "--ceus-side", "right")
+    ckpt = write_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "seg"
+    res = CliRunner().invoke(main, ["segment-video", str(clip), "--model", str(ckpt), "--ceus-side", "right",
+                                    "--engine", "torch", "--no-reference", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    seg = json.loads((out / "segment.json").read_text())
+    medians = {}
+    for name, warnings in (("keyframes", kf["warnings"]), ("segment", seg["warnings"])):
+        line = next((w for w in warnings if "look swapped" in w), None)
+        assert line is not None, (name, warnings)
+        found = re.search(r"median change ([0-9.]+) grey levels\) while the B-mode panel does \(([0-9.]+)\)", line)
+        medians[name] = (float(found[1]), float(found[2]))
+    (kc, ku), (sc, su) = medians["keyframes"], medians["segment"]
+    assert abs(ku - su) <= 0.25 * max(ku, su), medians  # the moving panel's change, measured twice
+    assert abs(kc - sc) <= 0.25, medians                # the still panel's: both near zero
+
+
 def test_layout_file_from_ceuspipe_layout_gives_the_same_key_frames(tmp_path):
     clip, _ = _exam(tmp_path, "sector", skin="sector+touching")
     layout_json = tmp_path / "scanner.json"

@@ -38,11 +38,12 @@ from ceuspipe.errors import CeuspipeError
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.inputs import ExamInput
 from ceuspipe.keyframes.config import KeyframeConfig
-from ceuspipe.keyframes.scorers import get_scorer, grey_change
+from ceuspipe.keyframes.scorers import get_scorer
 from ceuspipe.keyframes.select import TopK
 from ceuspipe.png import write_png
 from ceuspipe.preprocess import to_gray
 from ceuspipe.video.layout import layout_warnings
+from ceuspipe.video.panel_change import PanelChangeMeter
 from ceuspipe.video.panels import black_outside_panels, crop
 
 log = logging.getLogger("ceuspipe")
@@ -106,24 +107,17 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     layout = clip.layout
     top = TopK(config.k)
     rows: list[tuple[int, float, int, float, float]] = []  # n, time, frame index, score, gray
-    # both panels' grey change per sample, for the swapped-panel check (whatever the scorer)
-    ceus_changes: list[float] = []
-    us_changes: list[float] = []
+    changes = PanelChangeMeter()  # for the swapped-panel check (whatever the scorer)
     previous_gray: np.ndarray | None = None
-    previous_us: np.ndarray | None = None
     try:
         for frame in clip:
             ceus_gray = to_gray(crop(frame.image, layout.ceus))
-            us_gray = to_gray(crop(frame.image, layout.us)[::4, ::4])  # a median of changes needs no more
+            changes.add(frame.time_s, ceus_gray, to_gray(crop(frame.image, layout.us)))
             mean_gray = float(ceus_gray.mean(dtype=np.float64))
             masked = None
             for n in frame.samples:
-                change = grey_change(ceus_gray, previous_gray)
-                score = change if score_fn.fn is grey_change else score_fn(ceus_gray, previous_gray)
-                if previous_gray is not None:
-                    ceus_changes.append(change)
-                    us_changes.append(grey_change(us_gray, previous_us))
-                previous_gray, previous_us = ceus_gray, us_gray
+                score = score_fn(ceus_gray, previous_gray)
+                previous_gray = ceus_gray
                 rows.append((n, frame.time_s, frame.index, score, mean_gray))
                 if top.would_keep(score, n):
                     if masked is None:
@@ -134,7 +128,7 @@ def extract_exam(exam: ExamInput, out_root: str | os.PathLike, config: KeyframeC
     clip.check_length()
     hide = config.pseudonymize is not None
     shown = f"{exam.patient_id}/{exam.exam_id}" if hide else exam.path
-    warnings = layout_warnings(shown, layout, ceus_changes, us_changes)
+    warnings = layout_warnings(shown, layout, changes.ceus_changes, changes.us_changes)
 
     if len(rows) < config.k:
         log.warning("%s: only %d samples at %g fps (fewer than k=%d): keeping all",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.streaming import Channel
 from ceuspipe.video.layout import layout_warnings
+from ceuspipe.video.panel_change import PanelChangeMeter
 from ceuspipe.video.panels import PanelLayout, crop
 
 log = logging.getLogger("ceuspipe")
@@ -107,17 +107,17 @@ class Int8Check:
 class DecodeStage:
     """Frames of ``clip_stream`` -> :class:`FrameItem` (model inputs, repeat marks) into ``out``.
 
-    Also measures the mean absolute grey change between acquired frames of both panels at
-    model input (grey levels), for the swapped-panel warning."""
+    Also measures how much both panels change (:class:`~ceuspipe.video.panel_change.PanelChangeMeter`,
+    acquired frames only), for the swapped-panel warning."""
 
     def __init__(self, clip_stream, size: int, out: Channel, repeats: RepeatDetector,
                  check: ClipCheck | None = None):
         self.clip_stream, self.size, self.out = clip_stream, size, out
         self.repeats, self.check = repeats, check
-        self.ceus_changes, self.us_changes = array("d"), array("d")
+        self.changes = PanelChangeMeter()
 
     def run(self) -> None:
-        layout, previous = self.clip_stream.layout, None
+        layout = self.clip_stream.layout
         try:
             for f in self.clip_stream:
                 ceus_gray = to_gray(crop(f.image, layout.ceus))
@@ -126,10 +126,7 @@ class DecodeStage:
                 item.repeat_of = self.repeats(item.index, item.ceus_in, item.us_in)
                 item.check = self.check is not None and item.repeat_of is None and self.check.wants(item.time_s)
                 if item.repeat_of is None:  # changes between acquired frames, not their repeats
-                    if previous is not None:
-                        self.ceus_changes.append(255.0 * float(np.abs(item.ceus_in - previous.ceus_in).mean()))
-                        self.us_changes.append(255.0 * float(np.abs(item.us_in - previous.us_in).mean()))
-                    previous = item
+                    self.changes.add(item.time_s, item.ceus_in, item.us_in, scale=255.0)
                 self.out.put(item)
         finally:
             self.clip_stream.close()
@@ -335,5 +332,6 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
     return StreamResult(frames=encode.frames, frames_decoded=clip_stream.frames_decoded,
                         duration_s=float(encode.last_time_s), layout=layout,
                         layout_decision=clip_stream.decision.to_dict(), tic=curve, stream_s=stream_s,
-                        warnings=layout_warnings(clip, layout, decode.ceus_changes, decode.us_changes),
+                        warnings=layout_warnings(clip, layout, decode.changes.ceus_changes,
+                                                 decode.changes.us_changes),
                         frames_repeated=encode.repeated, acquisition_fps=acq_fps)
