@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import click
 
+from ceuspipe.cli.options import default_of
+from ceuspipe.synth.config import CEUS_SIDES, COLORMAPS, CONTAINERS, PRESETS, PhantomConfig
+
+
+def _phantom(name: str):
+    """The default of ``PhantomConfig.name``."""
+    return default_of(PhantomConfig, name)
+
 
 class _SkinOption(click.Option):
     """``--skin``: its help lists the skins registered when it is shown (built in, in code
@@ -18,34 +26,50 @@ class _SkinOption(click.Option):
         return super().get_help_record(ctx)
 
 
+class _DynamicRange(click.ParamType):
+    """A number of dB, or ``random`` (None: drawn per patient)."""
+
+    name = "DB|random"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "random":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail("a number of dB or 'random'", param, ctx)
+
+
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option("-n", "--patients", type=click.IntRange(min=1), required=True, help="Number of patients (one exam each).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed; patient i's seed derives from it.")
-@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=90.0, show_default=True,
-              help="Clip length in seconds.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True,
-              help="Frames per second.")
-@click.option("--width", type=click.IntRange(min=64), default=800, show_default=True, help="Frame width (px).")
-@click.option("--height", type=click.IntRange(min=36), default=450, show_default=True, help="Frame height (px).")
+@click.option("--duration-s", type=click.FloatRange(min=0, min_open=True), default=_phantom("duration_s"),
+              show_default=True, help="Clip length in seconds.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=_phantom("fps"),
+              show_default=True, help="Frames per second.")
+@click.option("--width", type=click.IntRange(min=64), default=_phantom("width"), show_default=True, help="Frame width (px).")
+@click.option("--height", type=click.IntRange(min=36), default=_phantom("height"), show_default=True, help="Frame height (px).")
 @click.option("--panel-size", type=click.IntRange(min=32), default=None,
               help="Square panel side in px (default min(0.8 H, 0.45 W)); a skin with its own screen "
                    "may read it otherwise (logiq: the panel width, default min(0.48 W, H); height width/1.385).")
-@click.option("--ceus-side", type=click.Choice(["left", "right", "random"]), default="left", show_default=True,
+@click.option("--ceus-side", type=click.Choice(CEUS_SIDES), default=_phantom("ceus_side"), show_default=True,
               help="Side of the CEUS panel ('random': drawn per patient).")
-@click.option("--colormap", type=click.Choice(["gray", "gold"]), default="gray", show_default=True,
+@click.option("--colormap", type=click.Choice(COLORMAPS), default=_phantom("colormap"), show_default=True,
               help="CEUS panel colour map.")
-@click.option("--dynamic-range-db", default="60", show_default=True, metavar="DB|random",
+@click.option("--dynamic-range-db", type=_DynamicRange(), default=_phantom("dynamic_range_db"), show_default=True,
+              metavar="DB|random",
               help="Display dynamic range in dB, or 'random' (drawn per patient in 50-70 dB).")
 @click.option("--flash-at-s", "flash_at_s", type=click.FloatRange(min=0), multiple=True, metavar="SECONDS",
               help="Add a high-MI flash (bright CEUS frames) at this time; repeatable.")
-@click.option("--exam-id", default="exam1", show_default=True, help="Exam file stem.")
-@click.option("--crf", type=click.IntRange(0, 51), default=20, show_default=True, help="libx264 quality.")
-@click.option("--preset", default="veryfast", show_default=True,
-              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]),
+@click.option("--exam-id", default=_phantom("exam_id"), show_default=True, help="Exam file stem.")
+@click.option("--crf", type=click.IntRange(0, 51), default=_phantom("crf"), show_default=True, help="libx264 quality.")
+@click.option("--preset", default=_phantom("preset"), show_default=True, type=click.Choice(PRESETS),
               help="libx264 speed preset (encoding is most of the generation time).")
-@click.option("--skin", cls=_SkinOption, default="default", show_default=True, metavar="NAME[+NAME...]")
-@click.option("--format", "container", type=click.Choice(["mp4", "dicom-rgb", "dicom-jpeg"]), default="mp4",
+@click.option("--skin", cls=_SkinOption, default=_phantom("skin"), show_default=True, metavar="NAME[+NAME...]")
+@click.option("--format", "container", type=click.Choice(CONTAINERS), default=_phantom("container"),
               show_default=True, help="Clip container: H.264 MP4 or a multi-frame US DICOM cine "
                                       "(uncompressed RGB or JPEG baseline YBR_FULL_422).")
 @click.option("--no-dicom-regions", is_flag=True,
@@ -63,22 +87,14 @@ def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, c
     """
     from ceuspipe.cli import show_progress
     from ceuspipe.fsutil import safe_name
-    from ceuspipe.synth.config import PhantomConfig
     from ceuspipe.synth.generate import generate_phantom
 
-    if dynamic_range_db.strip().lower() == "random":
-        dr = None
-    else:
-        try:
-            dr = float(dynamic_range_db)
-        except ValueError:
-            raise click.BadParameter("a number of dB or 'random'", param_hint="--dynamic-range-db") from None
     if jobs < 1 and jobs != -1:
         raise click.BadParameter("must be >= 1 or -1", param_hint="--jobs")
     try:
         config = PhantomConfig(duration_s=duration_s, fps=fps, width=width, height=height,
                                panel_size=panel_size, ceus_side=ceus_side, colormap=colormap,
-                               dynamic_range_db=dr, flash_times_s=tuple(flash_at_s),
+                               dynamic_range_db=dynamic_range_db, flash_times_s=tuple(flash_at_s),
                                exam_id=safe_name(exam_id, "exam1"), crf=crf,
                                preset=preset, skin=skin, container=container,
                                dicom_regions=not no_dicom_regions)

@@ -11,6 +11,8 @@ COLORMAPS = ("gray", "gold")
 #: clip containers: H.264 MP4, or a multi-frame US DICOM cine (uncompressed RGB or
 #: JPEG baseline YBR_FULL_422).
 CONTAINERS = ("mp4", "dicom-rgb", "dicom-jpeg")
+#: libx264 speed presets offered for the phantom's clips (encoding is most of the generation time)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,24 @@ class PhantomConfig:
     dicom_regions: bool = True
 
     def __post_init__(self) -> None:
-        if not self.duration_s > 0 or not self.fps > 0:
-            raise ValueError("duration_s and fps must be positive")
-        if self.ceus_side not in CEUS_SIDES:
-            raise ValueError(f"ceus_side must be one of {CEUS_SIDES}, not {self.ceus_side!r}")
-        if self.colormap not in COLORMAPS:
-            raise ValueError(f"colormap must be one of {COLORMAPS}, not {self.colormap!r}")
-        if self.dynamic_range_db is not None and not 10 <= self.dynamic_range_db <= 120:
-            raise ValueError("dynamic_range_db must be in 10..120 dB")
+        from ceuspipe import configs
+
+        configs.number("duration_s", self.duration_s, above=0, unit="s")
+        configs.number("fps", self.fps, above=0, unit="frames per second")
+        configs.number("width", self.width, minimum=64, integer=True, unit="px")
+        configs.number("height", self.height, minimum=36, integer=True, unit="px")
+        configs.number("panel_size", self.panel_size, minimum=32, integer=True, optional=True, unit="px")
+        configs.choice("ceus_side", self.ceus_side, CEUS_SIDES)
+        configs.choice("colormap", self.colormap, COLORMAPS)
+        configs.number("dynamic_range_db", self.dynamic_range_db, minimum=10, maximum=120, optional=True, unit="dB")
+        configs.number("flash_duration_s", self.flash_duration_s, above=0, unit="s")
+        configs.number("crf", self.crf, minimum=0, maximum=51, integer=True)
+        configs.choice("preset", self.preset, PRESETS)
+        configs.choice("container", self.container, CONTAINERS)
         if self.width % 2 or self.height % 2:
-            raise ValueError("width and height must be even (yuv420p)")
-        if any(t < 0 for t in self.flash_times_s):
-            raise ValueError("flash times must be >= 0 s")
+            raise configs.ConfigError("width", "width and height must be even (yuv420p)")
+        for t in self.flash_times_s:
+            configs.number("flash_times_s", t, minimum=0, unit="s")
         object.__setattr__(self, "flash_times_s", tuple(float(t) for t in self.flash_times_s))
         for name in ("duration_s", "fps", "flash_duration_s"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -69,15 +77,12 @@ class PhantomConfig:
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.dynamic_range_db is not None:
             object.__setattr__(self, "dynamic_range_db", float(self.dynamic_range_db))
-        if self.container not in CONTAINERS:
-            raise ValueError(f"container must be one of {CONTAINERS}, not {self.container!r}")
-        from ceuspipe.configs import ConfigError
         from ceuspipe.synth.screen import ScreenSkin, make_geometry
 
         try:
             skin = ScreenSkin.parse(self.skin)
         except ValueError as err:  # an unknown name (the known ones named), or clashing skins
-            raise ConfigError("skin", str(err)) from None
+            raise configs.ConfigError("skin", str(err)) from None
         make_geometry(self.width, self.height, "left", self.panel_size, skin=skin)  # raises if too small
 
     @property
