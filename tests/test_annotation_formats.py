@@ -73,7 +73,7 @@ def expected_rect() -> np.ndarray:
 
 
 def test_builtins_are_registered():
-    assert {"labelme", "png-mask"} <= set(format_names())
+    assert {"coco", "labelme", "png-mask"} <= set(format_names())
 
 
 def test_a_format_registered_outside_the_package_builds_a_dataset_from_the_cli(tmp_path, rect_txt):
@@ -125,8 +125,8 @@ def test_unknown_format_is_one_line_naming_the_known_ones(tmp_path, rect_txt):
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
     assert len(lines) == 1, res.output
-    assert "'nope'" in lines[0] and "labelme, png-mask, rect-txt" in lines[0] and "--format" in lines[0]
-    with pytest.raises(ValueError, match="known: labelme"):
+    assert "'nope'" in lines[0] and "coco, labelme, png-mask, rect-txt" in lines[0] and "--format" in lines[0]
+    with pytest.raises(ValueError, match="known: coco, labelme"):
         import_annotations(tmp_path, [kf()], formats=["nope"])
 
 

@@ -22,10 +22,10 @@ LAYOUT = PanelLayout(ceus=Box(10, 6, 40, 30), us=Box(54, 6, 40, 30), frame_width
 CEUS_POLY = [[5, 4], [30, 6], [28, 22], [8, 20]]  # inside the 40x30 CEUS crop
 
 
-def kf(stem: str = "P1__E1__0003") -> KeyFrame:
+def kf(stem: str = "P1__E1__0003", layout: PanelLayout = LAYOUT) -> KeyFrame:
     p = Path("/nonexistent")
     return KeyFrame(patient_id="P1", exam_id="E1", stem=stem, sample_index=3, time_s=3.0, score=1.0,
-                    ceus_gray=10.0, frame_path=p, ceus_path=p, us_path=p, source="x.mp4", layout=LAYOUT)
+                    ceus_gray=10.0, frame_path=p, ceus_path=p, us_path=p, source="x.mp4", layout=layout)
 
 
 def labelme(path: Path, polys, size, label="lesion", shape_type="polygon") -> Path:
@@ -73,8 +73,11 @@ def test_several_polygons_are_united_and_label_filter(tmp_path):
     data = json.loads(path.read_text())
     data["shapes"][1]["label"] = "other"
     path.write_text(json.dumps(data))
-    only_a = load_labelme(path, kf(), label="lesion")
-    assert only_a.sum() == 100
+    # As LabelMe's shapes_to_label: painted in order, the overlap belongs to the later "other".
+    assert load_labelme(path, kf(), label="lesion").sum() == 100 - 25
+    data["shapes"].reverse()
+    path.write_text(json.dumps(data))
+    assert load_labelme(path, kf(), label="lesion").sum() == 100
 
 
 def write_png(path: Path, mask: np.ndarray) -> Path:
@@ -110,8 +113,8 @@ def _bad_cases(d: Path) -> dict[str, str]:
     cases = {}
     (d / "P1__E1__0001_ceus.json").write_text("{not json")
     cases["P1__E1__0001"] = "invalid JSON"
-    labelme(d / "P1__E1__0002_ceus.json", [CEUS_POLY], (40, 30), shape_type="rectangle")
-    cases["P1__E1__0002"] = "no polygon"
+    labelme(d / "P1__E1__0002_ceus.json", [[[1, 1], [5, 5]]], (40, 30), shape_type="line")
+    cases["P1__E1__0002"] = "line 0 (lesion): a line has no area"
     labelme(d / "P1__E1__0003_ceus.json", [[[1, 1], [5, 5]]], (40, 30))
     cases["P1__E1__0003"] = "needs at least 3"
     labelme(d / "P1__E1__0004_ceus.json", [[[1, 1], [45, 1], [20, 20]]], (40, 30))
@@ -133,6 +136,16 @@ def _bad_cases(d: Path) -> dict[str, str]:
     labelme(d / "P1__E1__0012_ceus.json", [CEUS_POLY], (40, 30))
     write_png(d / "P1__E1__0012_mask.png", np.full((30, 40), 255, np.uint8))
     cases["P1__E1__0012"] = "several annotation files"
+    labelme(d / "P1__E1__0013_ceus.json", [CEUS_POLY], (40, 30), shape_type="blob")
+    cases["P1__E1__0013"] = "blob 0 (lesion): unknown shape_type 'blob'"
+    labelme(d / "P1__E1__0014_ceus.json", [[[5, 5], [5, 5]]], (40, 30), shape_type="circle")
+    cases["P1__E1__0014"] = "circle 0 (lesion) has radius 0"
+    labelme(d / "P1__E1__0015_ceus.json", [[[5, 5], [9, 9]]], (40, 30), shape_type="mask")
+    cases["P1__E1__0015"] = "mask 0 (lesion) has no base64 PNG 'mask'"
+    labelme(d / "P1__E1__0016_ceus.json", [[[5, 5], [5, 9]]], (40, 30), shape_type="rectangle")
+    cases["P1__E1__0016"] = "rectangle 0 (lesion) has no area"
+    labelme(d / "P1__E1__0017_ceus.json", [[[5, 5], [9, 9], [12, 3]]], (40, 30), shape_type="circle")
+    cases["P1__E1__0017"] = "circle 0 (lesion) has 3 points, needs 2"
     return cases
 
 
@@ -157,10 +170,10 @@ def test_every_bad_annotation_is_reported_and_left_out(tmp_path, caplog):
         assert str(problem) in caplog.text
 
 
-def test_label_filter_without_match_is_no_polygon(tmp_path):
+def test_label_filter_without_match_is_no_shape(tmp_path):
     labelme(tmp_path / "P1__E1__0003_ceus.json", [CEUS_POLY], (40, 30), label="vessel")
     res = import_annotations(tmp_path, [kf()], label="lesion")
-    assert res.masks == {} and "no polygon with label 'lesion'" in res.problems[0].problem
+    assert res.masks == {} and "no shape with label 'lesion'" in res.problems[0].problem
 
 
 # ---- geometry -------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def _formats(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:
               help="Stop as soon as the KS distance to uniform is at or below this (default: search fully).")
 @click.option("--min-separation-s", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Frames of one exam at least this many seconds apart (when the patient allows).")
-@click.option("--label", default=None, help="Only LabelMe polygons with this label (default: any polygon).")
+@click.option("--label", default=None, help="Lesion = shapes with this LabelMe label / COCO category "
+                                           "(default: every shape but LabelMe's _background_).")
 @click.option("--format", "formats", multiple=True, callback=_formats, metavar="NAME[,NAME...]",
-              help="Annotation formats read (repeatable) [default: every registered one: built in labelme, "
+              help="Annotation formats read (repeatable) [default: every registered one: built in coco, labelme, "
                    "png-mask; plug-ins of the entry-point group ceuspipe.annotation_formats].")
 @click.option("--name", default="CEUS", show_default=True, help="Dataset name in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT folder.")
@@ -50,8 +51,7 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
                       max_tries, ks_threshold, min_separation_s, label, formats, name, overwrite, pseudonymize):
     """Build a grey-level balanced, patient-split dataset in OUT from the key frames in
     KEYFRAMES_DIR (output of `ceuspipe keyframes`) and the annotations in ANNOTATIONS_DIR
-    (LabelMe JSON, mask PNGs or a plug-in format, named after the key-frame stems; see
-    data/README.md)."""
+    (LabelMe JSON, COCO JSON, mask PNGs or a plug-in format; see data/README.md)."""
     from ceuspipe.cli import show_progress
     from ceuspipe.dataset.build import BuildConfig, build_dataset
 

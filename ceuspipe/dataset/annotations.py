@@ -1,11 +1,11 @@
 """Import clinicians' CEUS region-of-interest annotations for exported key frames.
 
 Files under an annotation folder (searched recursively) are read by the annotation
-formats of :mod:`ceuspipe.dataset.formats` (built in: LabelMe JSON polygons on the
-full frame or the CEUS crop, binary PNG masks; others are plug-ins). A file belongs
-to the format that claims it and to the key frame whose stem
+formats of :mod:`ceuspipe.dataset.formats` (built in: LabelMe JSON shapes and COCO
+JSON, on the full frame or the CEUS crop, and binary PNG masks; others are plug-ins).
+A file belongs to the format that claims it and to the key frame whose stem
 ``<patient_id>__<exam_id>__<sample_index:04d>`` its name starts with, followed by
-``_``, ``.`` or ``-``.
+``_``, ``.`` or ``-`` (a COCO file: to the key frames its images are named after).
 
 Every problem becomes an :class:`AnnotationProblem` naming the file, the frame
 is left out, and the problem is logged: nothing is dropped silently. The result
@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from ceuspipe.dataset.formats import AnnotationFormat, get_formats
+from ceuspipe.dataset.formats.placement import match_stem
 from ceuspipe.dataset.keyframe_index import KeyFrame
 from ceuspipe.errors import InputError
 
@@ -62,14 +63,12 @@ class AnnotationSet:
     unmatched: list[Path] = field(default_factory=list)
 
 
-def match_stem(name: str, stems: set[str]) -> str | None:
-    """The longest stem that ``name`` starts with, followed by ``_``, ``.``, ``-`` or the end."""
-    best = None
-    for i in range(1, len(name) + 1):
-        if i == len(name) or name[i] in "_.-":
-            if name[:i] in stems:
-                best = name[:i]
-    return best
+def _files_stems(path: Path, fmt: AnnotationFormat, stems: set[str]) -> list[str]:
+    """The key frames file ``path`` annotates (by its name unless ``fmt`` says otherwise)."""
+    if fmt.stems is None:
+        stem = match_stem(path.name, stems)
+        return [] if stem is None else [stem]
+    return sorted(set(fmt.stems(path, stems)) & stems)
 
 
 def find_annotation_files(ann_dir: str | os.PathLike, stems: Iterable[str],
@@ -78,9 +77,10 @@ def find_annotation_files(ann_dir: str | os.PathLike, stems: Iterable[str],
 
     Only files claimed by one of ``formats`` (``None``: every registered format) are
     considered, so other files (such as exported key frames kept beside the
-    annotations) are ignored; hidden files are skipped. Returns ``(stem -> sorted
-    [(file, format)], files matching no stem, problems)``: a file claimed by several
-    formats is a problem that leaves its frame out.
+    annotations) are ignored; hidden files are skipped. Of several formats claiming a
+    file the one of highest priority reads it. Returns ``(stem -> sorted [(file,
+    format)], files matching no stem, problems)``: a file claimed by several formats of
+    the same priority, or whose list of frames cannot be read, is a problem.
     """
     ann_dir = Path(ann_dir)
     if not ann_dir.is_dir():
@@ -96,14 +96,22 @@ def find_annotation_files(ann_dir: str | os.PathLike, stems: Iterable[str],
         claiming = [f for f in formats if f.claims(path)]
         if not claiming:
             continue
-        stem = match_stem(path.name, stems)
-        if stem is None:
-            unmatched.append(path)
-        elif len(claiming) > 1:
+        top = max(f.priority for f in claiming)
+        claiming = [f for f in claiming if f.priority == top]
+        if len(claiming) > 1:
             names = ", ".join(f.name for f in claiming)
-            problems.append(AnnotationProblem(str(path), stem, f"claimed by several annotation formats "
-                                                               f"({names}); choose with --format"))
-        else:
+            problems.append(AnnotationProblem(str(path), match_stem(path.name, stems),
+                                              f"claimed by several annotation formats ({names}); "
+                                              "choose with --format"))
+            continue
+        try:
+            covered = _files_stems(path, claiming[0], stems)
+        except InputError as exc:
+            problems.append(AnnotationProblem(str(path), None, exc.problem))
+            continue
+        if not covered:
+            unmatched.append(path)
+        for stem in covered:
             found.setdefault(stem, []).append((path, claiming[0]))
     return found, unmatched, problems
 

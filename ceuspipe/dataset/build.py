@@ -39,8 +39,9 @@ class BuildConfig:
     ``folds`` >= 2 adds cross-validation folds over training patients;
     ``max_tries`` random redraws, then coordinate descent, stopping early at
     ``ks_threshold`` (``None``: never early); frames of one exam are at least
-    ``min_separation_s`` seconds apart when possible; ``label``: only LabelMe
-    polygons with this label (``None``: any polygon); ``formats``: names of the
+    ``min_separation_s`` seconds apart when possible; ``label``: the lesion is
+    the shapes with this LabelMe label / COCO category (``None``: every shape but
+    LabelMe's ``_background_``); ``formats``: names of the
     annotation formats read (:mod:`ceuspipe.dataset.formats`; ``None``: every
     registered one). ``pseudonymize``: a key file
     (:mod:`ceuspipe.pseudonym`, outside ``out_dir``): patient ids, exam ids and stems

@@ -1,4 +1,5 @@
-"""Polygon geometry for annotations: validity checks and rasterisation.
+"""Shape geometry for annotations: polygon validity checks and rasterisation of
+polygons, discs and mask patches.
 
 Coordinate convention (the same as LabelMe, OpenCV and PIL): a point ``(x, y)``
 is in pixels, ``x`` the column and ``y`` the row, and integer coordinates are
@@ -7,7 +8,8 @@ to a polygon when its centre lies inside the polygon or on its outline
 (``cv2.fillPoly`` fills the interior and draws the boundary), so an axis-aligned
 rectangle with integer corners ``(x0, y0)``-``(x1, y1)`` covers
 ``(x1 - x0 + 1) * (y1 - y0 + 1)`` pixels. Vertices are rasterised with 1/16
-pixel sub-pixel precision (``shift=4``).
+pixel sub-pixel precision (``shift=4``). An ellipse holds the pixels whose centre
+is inside it.
 """
 
 from __future__ import annotations
@@ -122,25 +124,47 @@ def self_intersection(points: Sequence[Sequence[float]]) -> tuple[int, int] | No
     return None
 
 
-def fill_polygons(polygons: Sequence[Sequence[Sequence[float]]], height: int, width: int) -> np.ndarray:
+def fill_polygons(polygons: Sequence[Sequence[Sequence[float]]], height: int, width: int,
+                  outline: bool = True) -> np.ndarray:
     """Rasterise and unite ``polygons`` into an ``(height, width)`` uint8 0/1 mask.
 
     Each polygon is an ``(n, 2)`` list of ``(x, y)`` pixel coordinates under the
     pixel-centre convention of this module; parts outside the image are clipped.
+    ``outline=False``: only pixels whose centre is strictly inside (even-odd rule per
+    polygon; COCO's rule), not those the outline passes through.
     """
     mask = np.zeros((int(height), int(width)), dtype=np.uint8)
     scale = 1 << SHIFT_BITS
-    rings = []
     for poly in polygons:
         pts = as_points(poly)
         if len(pts) == 0:
             continue
-        rings.append(np.round(pts * scale).astype(np.int32).reshape(-1, 1, 2))
-    for ring in rings:
+        if not outline:
+            mask |= _centres_inside(pts, mask.shape)
+            continue
         # One call per polygon: a single call would apply the even-odd rule across
         # overlapping polygons and cut holes where they overlap.
+        ring = np.round(pts * scale).astype(np.int32).reshape(-1, 1, 2)
         cv2.fillPoly(mask, [ring], 1, lineType=cv2.LINE_8, shift=SHIFT_BITS)
     return mask
+
+
+def _centres_inside(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``shape`` uint8 0/1: pixels whose centre is inside ring ``pts`` ``(n, 2)`` (crossing test)."""
+    out = np.zeros(shape, dtype=np.uint8)
+    x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int), (shape[1] - 1, shape[0] - 1))
+    if x0 > x1 or y0 > y1:
+        return out
+    ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
+    inside = np.zeros(xs.shape, dtype=bool)
+    for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, axis=0)):
+        if ay == by:
+            continue  # a horizontal edge crosses no row of centres
+        spans = (ay > ys) != (by > ys)
+        inside ^= spans & (xs < ax + (ys - ay) * (bx - ax) / (by - ay))
+    out[y0 : y1 + 1, x0 : x1 + 1] = inside
+    return out
 
 
 def points_inside(points: np.ndarray, width: int, height: int, tolerance: float = 1.0) -> bool:
@@ -149,3 +173,21 @@ def points_inside(points: np.ndarray, width: int, height: int, tolerance: float 
     pts = as_points(points)
     return bool(np.all(pts[:, 0] >= -tolerance) and np.all(pts[:, 0] <= width - 1 + tolerance)
                 and np.all(pts[:, 1] >= -tolerance) and np.all(pts[:, 1] <= height - 1 + tolerance))
+
+
+def fill_ellipse(cx: float, cy: float, rx: float, ry: float, height: int, width: int) -> np.ndarray:
+    """``(height, width)`` uint8 0/1 mask of the pixels whose centre lies in the axis-aligned
+    ellipse of centre ``(cx, cy)`` and semi-axes ``rx``, ``ry`` > 0 (pixels; clipped)."""
+    ys, xs = np.ogrid[: int(height), : int(width)]
+    return ((((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2) <= 1.0).astype(np.uint8)
+
+
+def paste(patch: np.ndarray, x: int, y: int, height: int, width: int) -> np.ndarray:
+    """``(height, width)`` uint8 0/1 mask holding the nonzero pixels of ``patch`` ``(h, w)``
+    with its top-left pixel at column ``x``, row ``y``; parts outside are clipped."""
+    out = np.zeros((int(height), int(width)), dtype=np.uint8)
+    h, w = patch.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, int(width)), min(y + h, int(height))
+    if x0 < x1 and y0 < y1:
+        out[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x] != 0
+    return out

@@ -3,18 +3,24 @@
 A format is any object (a module, a class, an :class:`AnnotationFormat`) with
 
 - ``claims(path) -> bool``: whether a file found under the annotation folder is one of
-  this format's (usually by its name; it must not raise);
+  this format's (by its name, or by peeking into it; it must not raise);
 - ``read(path, kf, label) -> (h, w) uint8 0/1``: the file's lesion mask on key frame
   ``kf``'s CEUS crop (``h, w = kf.layout.ceus.h, .w``; ``kf.layout`` also gives the CEUS
   box in the frame and the frame size); ``label`` keeps only shapes with that label
   (``None``: every shape). An unusable file raises
   :class:`~ceuspipe.errors.InputError` naming ``path`` and the problem (one line);
+- optionally ``stems(path, stems) -> list[str]``: the key frames (of the set ``stems``)
+  that a file holding many images annotates (default: the stem its file name starts
+  with, :func:`~ceuspipe.dataset.formats.placement.match_stem`);
+- optionally ``priority`` (int, default 0): when several formats claim one file, the
+  highest wins (a format that checks a file's content outranks one that checks its
+  suffix); a tie is a problem;
 - optionally ``DESCRIPTION`` (or ``description``): one line for messages.
 
-A file belongs to the key frame whose stem its name starts with
-(:func:`ceuspipe.dataset.annotations.match_stem`). Formats are registered:
+Formats are registered:
 
-- built in: ``labelme`` (:mod:`.labelme`), ``png-mask`` (:mod:`.png_mask`);
+- built in: ``labelme`` (:mod:`.labelme`), ``png-mask`` (:mod:`.png_mask`), ``coco``
+  (:mod:`.coco`);
 - in code: :func:`register_format` (``FORMATS.register``);
 - by other packages: an entry point in the group ``ceuspipe.annotation_formats``
   (``name = "package.module"`` or ``"package.module:object"``), loaded on first lookup.
@@ -36,16 +42,20 @@ ENTRY_POINT_GROUP = "ceuspipe.annotation_formats"
 
 ClaimsFn = Callable[[Path], bool]
 ReadFn = Callable[[Path, KeyFrame, "str | None"], np.ndarray]
+StemsFn = Callable[[Path, "set[str]"], "list[str]"]
 
 
 @dataclass(frozen=True)
 class AnnotationFormat:
-    """A named annotation format: ``claims`` and ``read`` as in the module docstring."""
+    """A named annotation format: ``claims``, ``read``, ``stems`` (``None``: by file
+    name) and ``priority`` as in the module docstring."""
 
     name: str
     claims: ClaimsFn
     read: ReadFn
     description: str = ""
+    stems: StemsFn | None = None
+    priority: int = 0
 
 
 def _as_format(name: str, obj) -> AnnotationFormat:
@@ -53,7 +63,8 @@ def _as_format(name: str, obj) -> AnnotationFormat:
     if not callable(claims) or not callable(read):
         raise ValueError(f"annotation format {name!r} needs claims(path) and read(path, kf, label)")
     description = getattr(obj, "description", None) or getattr(obj, "DESCRIPTION", None) or ""
-    return AnnotationFormat(name, claims, read, str(description))
+    return AnnotationFormat(name, claims, read, str(description), getattr(obj, "stems", None),
+                            int(getattr(obj, "priority", 0)))
 
 
 #: every annotation format known, by name (:class:`ceuspipe.registry.Registry`)
@@ -78,8 +89,9 @@ def get_formats(names: list[str] | tuple[str, ...] | None = None) -> list[Annota
 
 
 def _register_builtins() -> None:
-    from ceuspipe.dataset.formats import labelme, png_mask
+    from ceuspipe.dataset.formats import coco, labelme, png_mask
 
+    register_format("coco", coco)
     register_format("labelme", labelme)
     register_format("png-mask", png_mask)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ceuspipe.dataset.formats.coords import decide_frame, mask_to_crop
+from ceuspipe.dataset.formats.placement import decide_frame, mask_to_crop
 from ceuspipe.dataset.keyframe_index import KeyFrame
 from ceuspipe.errors import InputError
 
