@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ceuspipe.cli.options import default_of
-from ceuspipe.synth.config import CEUS_SIDES, COLORMAPS, CONTAINERS, PRESETS, PhantomConfig
+from ceuspipe.synth.config import BREATHING, CEUS_SIDES, COLORMAPS, CONTAINERS, PRESETS, PhantomConfig
 
 
 def _phantom(name: str):
@@ -64,6 +64,14 @@ class _DynamicRange(click.ParamType):
               help="Display dynamic range in dB, or 'random' (drawn per patient in 50-70 dB).")
 @click.option("--flash-at-s", "flash_at_s", type=click.FloatRange(min=0), multiple=True, metavar="SECONDS",
               help="Add a high-MI flash (bright CEUS frames) at this time; repeatable.")
+@click.option("--breathing", type=click.Choice(tuple(BREATHING)), default=_phantom("breathing"),
+              show_default=True, help="Breathing motion: normal (2-6 px vertical at a 360 px panel) "
+                                      "or large (3x that).")
+@click.option("--out-of-plane-episodes", type=click.IntRange(min=0), default=_phantom("out_of_plane_episodes"),
+              show_default=True, help="Times the probe leaves the lesion's plane (B-mode shows other "
+                                      "tissue, the lesion vanishes); frames flagged in the truth.")
+@click.option("--out-of-plane-s", type=click.FloatRange(min=0, min_open=True), default=_phantom("out_of_plane_s"),
+              show_default=True, metavar="SECONDS", help="Length of each out-of-plane episode.")
 @click.option("--exam-id", default=_phantom("exam_id"), show_default=True, help="Exam file stem.")
 @click.option("--crf", type=click.IntRange(0, 51), default=_phantom("crf"), show_default=True, help="libx264 quality.")
 @click.option("--preset", default=_phantom("preset"), show_default=True, type=click.Choice(PRESETS),
@@ -77,8 +85,8 @@ class _DynamicRange(click.ParamType):
 @click.option("-j", "--jobs", type=int, default=1, show_default=True, help="Patients in parallel (-1: all cores).")
 @click.option("--overwrite", is_flag=True, help="Regenerate exams that already exist.")
 def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, ceus_side, colormap,
-              dynamic_range_db, flash_at_s, exam_id, crf, preset, skin, container, no_dicom_regions, jobs,
-              overwrite):
+              dynamic_range_db, flash_at_s, breathing, out_of_plane_episodes, out_of_plane_s, exam_id, crf,
+              preset, skin, container, no_dicom_regions, jobs, overwrite):
     """Write OUT/P001/exam1.mp4 ... with ground truth in OUT/P001/exam1.truth/.
 
     Each exam is a dual-amplitude screen capture (CEUS and B-mode panels side by
@@ -97,7 +105,8 @@ def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, c
                                dynamic_range_db=dynamic_range_db, flash_times_s=tuple(flash_at_s),
                                exam_id=safe_name(exam_id, "exam1"), crf=crf,
                                preset=preset, skin=skin, container=container,
-                               dicom_regions=not no_dicom_regions)
+                               dicom_regions=not no_dicom_regions, breathing=breathing,
+                               out_of_plane_episodes=out_of_plane_episodes, out_of_plane_s=out_of_plane_s)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     clips = generate_phantom(out, patients, config, seed=seed, jobs=jobs, overwrite=overwrite,

@@ -149,6 +149,11 @@ class RespiratoryMotion:
     def max_px(self) -> float:
         return max(abs(self.amplitude_x_px), abs(self.amplitude_y_px))
 
+    def scaled(self, factor: float) -> "RespiratoryMotion":
+        """The same breathing with both amplitudes times ``factor`` (period and phase kept)."""
+        return replace(self, amplitude_x_px=self.amplitude_x_px * factor,
+                       amplitude_y_px=self.amplitude_y_px * factor)
+
     def to_dict(self) -> dict:
         return dict(vars(self))
 

@@ -13,6 +13,9 @@ COLORMAPS = ("gray", "gold")
 CONTAINERS = ("mp4", "dicom-rgb", "dicom-jpeg")
 #: libx264 speed presets offered for the phantom's clips (encoding is most of the generation time)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+#: breathing presets: the factor on the drawn breathing amplitude (normal: 2-6 px
+#: vertical at a 360 px panel; large: 3x that, 6-18 px, for motion compensation)
+BREATHING = {"normal": 1.0, "large": 3.0}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class PhantomConfig:
     screen; for ``"stacked"``, ``ceus_side`` ``"left"`` puts CEUS on top).
     ``container``: one of :data:`CONTAINERS`; ``dicom_regions``: write a Sequence of
     Ultrasound Regions for the two panels into DICOM cines.
+    ``breathing``: a key of :data:`BREATHING` (``"large"``: three times the drawn
+    amplitude; the lesion is placed as for normal breathing, so on fan-shaped screens
+    its region of interest can cross the image's edge at the breathing extremes).
+    ``out_of_plane_episodes``: how many times the probe leaves the lesion's plane for
+    ``out_of_plane_s`` seconds (see :mod:`ceuspipe.synth.out_of_plane`); 0 by default.
     """
 
     duration_s: float = 90.0
@@ -50,6 +58,9 @@ class PhantomConfig:
     skin: str = "default"
     container: str = "mp4"
     dicom_regions: bool = True
+    breathing: str = "normal"
+    out_of_plane_episodes: int = 0
+    out_of_plane_s: float = 0.5
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -66,12 +77,15 @@ class PhantomConfig:
         configs.number("crf", self.crf, minimum=0, maximum=51, integer=True)
         configs.choice("preset", self.preset, PRESETS)
         configs.choice("container", self.container, CONTAINERS)
+        configs.choice("breathing", self.breathing, tuple(BREATHING))
+        configs.number("out_of_plane_episodes", self.out_of_plane_episodes, minimum=0, integer=True)
+        configs.number("out_of_plane_s", self.out_of_plane_s, above=0, unit="s")
         if self.width % 2 or self.height % 2:
             raise configs.ConfigError("width", "width and height must be even (yuv420p)")
         for t in self.flash_times_s:
             configs.number("flash_times_s", t, minimum=0, unit="s")
         object.__setattr__(self, "flash_times_s", tuple(float(t) for t in self.flash_times_s))
-        for name in ("duration_s", "fps", "flash_duration_s"):
+        for name in ("duration_s", "fps", "flash_duration_s", "out_of_plane_s"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("width", "height", "crf"):
             object.__setattr__(self, name, int(getattr(self, name)))
@@ -84,6 +98,18 @@ class PhantomConfig:
         except ValueError as err:  # an unknown name (the known ones named), or clashing skins
             raise configs.ConfigError("skin", str(err)) from None
         make_geometry(self.width, self.height, "left", self.panel_size, skin=skin)  # raises if too small
+        self._check_out_of_plane(skin)
+
+    def _check_out_of_plane(self, skin) -> None:
+        from ceuspipe import configs
+        from ceuspipe.synth.out_of_plane import episodes_fit
+
+        n = self.out_of_plane_episodes
+        if not episodes_fit(self.duration_s, n, self.out_of_plane_s):
+            raise configs.ConfigError("out_of_plane_episodes", f"{n} episodes of {self.out_of_plane_s:g} s "
+                                      f"(1 s apart, none in the first 1 s) do not fit in {self.duration_s:g} s")
+        if n and skin.frozen_bmode:
+            raise configs.ConfigError("out_of_plane_episodes", "a frozen B-mode panel cannot leave the plane")
 
     @property
     def clip_suffix(self) -> str:
@@ -98,9 +124,10 @@ class PhantomConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["flash_times_s"] = list(self.flash_times_s)
-        # fields added with the screen skins are written only when set, so the files of
-        # the original screen stay byte-identical to those written before them
-        for key, default in (("skin", "default"), ("container", "mp4"), ("dicom_regions", True)):
+        # fields added with the screen skins and the motion options are written only when
+        # set, so the files of the earlier settings stay byte-identical to those before them
+        for key, default in (("skin", "default"), ("container", "mp4"), ("dicom_regions", True),
+                             ("breathing", "normal"), ("out_of_plane_episodes", 0), ("out_of_plane_s", 0.5)):
             if d[key] == default:
                 del d[key]
         return d

@@ -20,13 +20,15 @@ import numpy as np
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion
 from ceuspipe.synth.bolus import LognormalBolus, draw_curves
-from ceuspipe.synth.config import PhantomConfig, patient_id, patient_seed
+from ceuspipe.synth.config import BREATHING, PhantomConfig, patient_id, patient_seed
+from ceuspipe.synth.out_of_plane import OtherPlane, draw_episodes, frames_in_episodes, in_episode
 from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, gold_lut, make_geometry,
                                    panel_footprint, render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
 from ceuspipe.synth.tissue import render_tissue, warp
-from ceuspipe.synth.truth import (CEUS_MASK_VIDEO, TRUTH_FORMAT, TRUTH_JSON, US_MASK_VIDEO,
-                                  geometry_side, truth_dir_for, truth_skin)
+from ceuspipe.synth.truth import (CEUS_MASK_VIDEO, MOTION_CSV, TRUTH_FORMAT, TRUTH_JSON, US_MASK_VIDEO,
+                                  geometry_side, truth_dir_for, truth_motion_csv, truth_out_of_plane,
+                                  truth_skin)
 
 log = logging.getLogger("ceuspipe")
 
@@ -69,6 +71,8 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
     noise_floor = 10.0 ** ((-dr + screen.noise_floor_db(skin)) / 10.0)
     lesion, parenchyma, pattern = draw_curves(rng, noise_floor)
     shape, motion = screen.draw_lesion(rng, geom)
+    if config.breathing != "normal":
+        motion = motion.scaled(BREATHING[config.breathing])
     echo = str(rng.choice(["hypo", "hyper"]))
     contrast = float(rng.uniform(-10.0, -5.0) if echo == "hypo" else rng.uniform(4.0, 8.0))
     scale = s / 360.0
@@ -114,7 +118,7 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
                    "header": _header(rng, float(config.fps), dr)},
         "masks": {"ceus": CEUS_MASK_VIDEO, "us": US_MASK_VIDEO},
         "config": config.to_dict(),
-    } | _skin_truth(config, skin, geom) | screen.truth_extras(shape, geom)
+    } | _skin_truth(config, skin, geom) | screen.truth_extras(shape, geom) | _out_of_plane_truth(config, seed)
 
 
 def _boxes_dict(layout) -> dict:
@@ -135,6 +139,16 @@ def _skin_truth(config: PhantomConfig, skin: ScreenSkin, geom) -> dict:
         out["container"] = {"format": config.container, "ultrasound_regions": config.dicom_regions,
                             "pixel_size_mm": [10.0 * geom.depth_cm / geom.panel_shape[0]] * 2}
     return out
+
+
+def _out_of_plane_truth(config: PhantomConfig, seed: int) -> dict:
+    """The truth's ``out_of_plane`` entry (none without episodes, so earlier truths stay
+    as they were): ``episodes_s`` ``[[start, end], ...]`` and the ``frame_indices`` in them."""
+    if not config.out_of_plane_episodes:
+        return {}
+    episodes = draw_episodes(seed, config.out_of_plane_episodes, config.out_of_plane_s, config.duration_s)
+    frames = frames_in_episodes([i / config.fps for i in range(config.n_frames)], episodes)
+    return {"out_of_plane": {"episodes_s": episodes, "frame_indices": frames}}
 
 
 def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
@@ -218,7 +232,8 @@ def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
     + maps[..., 1] * (P(t) - P.offset) + noise_floor_power`` (``L``, ``P`` the lesion and
     parenchyma curves of ``truth["curves"]``), so the true curve of any region is its
     weights' mean times the two curves: the truth for a reference ring that takes in some
-    of the soft ROI edge, or a mask that takes in parenchyma.
+    of the soft ROI edge, or a mask that takes in parenchyma. Out of the lesion's plane
+    (``truth["out_of_plane"]``) channel 0 is zero and channel 1 holds both weights.
     """
     shape = LesionShape.from_dict(truth["lesion_shape"])
     motion = RespiratoryMotion.from_dict(truth["motion"])
@@ -228,18 +243,29 @@ def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
     tissue = render_tissue(_exam_rngs(truth["seed"])[0], shape, s, pad, truth["dynamic_range_db"],
                            truth["bmode"], truth.get("ceus_territory"))
     fan = panel_footprint(truth_skin(truth), panel)
+    episodes = truth_out_of_plane(truth)
     for t in truth["frame_times_s"]:
         maps = warp(tissue.ceus_maps, pad, panel, *motion.offset(t))
+        if in_episode(t, episodes):
+            _lesion_out_of_plane(maps)
         if fan is not None:
             maps[~fan] = 0.0
         yield float(t), maps
+
+
+def _lesion_out_of_plane(maps: np.ndarray) -> None:
+    """Weights ``(h, w, 2)`` of a frame out of the lesion's plane, in place: parenchyma
+    where the lesion's region of interest was, no lesion."""
+    maps[..., 1] += maps[..., 0]
+    maps[..., 0] = 0.0
 
 
 def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(index, time_s, frame, ceus_roi, bmode_lesion)`` for every frame of an exam.
 
     ``frame``: ``(H, W, 3) uint8`` RGB screen; masks: ``(h, w) uint8`` 0/1 in panel
-    coordinates. Deterministic for a given truth (its ``seed``); one frame at a time.
+    coordinates (empty out of the lesion's plane). Deterministic for a given truth (its
+    ``seed``); one frame at a time.
     """
     seed = truth["seed"]
     shape = LesionShape.from_dict(truth["lesion_shape"])
@@ -272,6 +298,8 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
             inside[b.y: b.y + b.h, b.x: b.x + b.w] = ~_keep_off(shape, motion, panel)
         deco_at = np.nonzero(inside & overlay.any(axis=2))
         deco_rgb = overlay[deco_at]
+    episodes = truth_out_of_plane(truth)
+    other = OtherPlane(seed, panel, truth["bmode"], dr, s / 360.0) if episodes else None
     frozen = None
     if skin.frozen_bmode:
         fdx, fdy = motion.offset(0.0)
@@ -282,6 +310,9 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     for i, t in enumerate(truth["frame_times_s"]):
         dx, dy = motion.offset(t)
         maps = warp(tissue.ceus_maps, pad, panel, dx, dy)
+        away = other is not None and in_episode(t, episodes)
+        if away:
+            _lesion_out_of_plane(maps)
         if i in flash:
             mean = np.float32(FLASH_POWER) * (0.5 + maps[..., 0] + maps[..., 1])
         else:
@@ -299,7 +330,7 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
         if frozen is not None:
             bm8 = frozen
         else:
-            bm8 = np.rint(warp(tissue.bmode_grey, pad, panel, dx, dy)).astype(np.uint8)
+            bm8 = other.bmode(dx, dy) if away else np.rint(warp(tissue.bmode_grey, pad, panel, dx, dy)).astype(np.uint8)
             if fan is not None:
                 bm8[~fan] = 0
         frame[ub.y: ub.y + ub.h, ub.x: ub.x + ub.w] = bm8[..., None]
@@ -314,6 +345,8 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
             les = shape.masks((ub.h, ub.w), dx, dy)[1]
         if frozen is not None:
             les = frozen_lesion
+        if away:
+            roi, les = np.zeros_like(roi), np.zeros_like(les)
         yield i, t, frame, roi, les
 
 
@@ -348,6 +381,7 @@ def generate_exam(path: str | os.PathLike, truth_dir: str | os.PathLike | None, 
             ceus_mv.write(roi * np.uint8(255), t)
             us_mv.write(les * np.uint8(255), t)
         atomic_write_text(tmp / TRUTH_JSON, json.dumps(truth, indent=1) + "\n")
+        atomic_write_text(tmp / MOTION_CSV, truth_motion_csv(truth))
     log.debug("wrote %s (%d frames)", path, config.n_frames)
     return truth
 

@@ -1,7 +1,8 @@
 """Ground truth of a phantom exam: reading ``truth.json`` and rebuilding masks.
 
 An exam ``OUT/<patient>/<exam>.mp4`` has ``OUT/<patient>/<exam>.truth/`` with
-``truth.json``, ``ceus_mask.mkv`` and ``us_mask.mkv`` (see data/README.md).
+``truth.json``, ``ceus_mask.mkv``, ``us_mask.mkv`` (see data/README.md) and
+``motion.csv`` (:func:`truth_motion_csv`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import numpy as np
 from ceuspipe.errors import InputError
 from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion
 from ceuspipe.synth.bolus import LognormalBolus
+from ceuspipe.synth.out_of_plane import in_episode
 from ceuspipe.video.panels import PanelLayout
 
 TRUTH_FORMAT = "ceuspipe-synth-truth/1"
 TRUTH_JSON = "truth.json"
 CEUS_MASK_VIDEO = "ceus_mask.mkv"
 US_MASK_VIDEO = "us_mask.mkv"
+MOTION_CSV = "motion.csv"
 
 
 def truth_dir_for(clip: str | os.PathLike) -> Path:
@@ -95,4 +98,39 @@ def truth_masks_at(truth: dict, time_s: float) -> tuple[np.ndarray, np.ndarray]:
         lesion = shape.masks((layout.us.h, layout.us.w), dx, dy)[1]
     if truth_skin(truth).frozen_bmode:  # the B-mode panel shows frame 0 throughout
         lesion = shape.masks((layout.us.h, layout.us.w), *motion.offset(0.0))[1]
+    if in_episode(float(time_s), truth_out_of_plane(truth)):  # the lesion is not in the plane
+        roi, lesion = np.zeros_like(roi), np.zeros_like(lesion)
     return roi, lesion
+
+
+def truth_out_of_plane(truth: dict) -> list[list[float]]:
+    """``[[start_s, end_s], ...]``: the episodes out of the lesion's plane (frames at
+    ``start <= t < end``); empty for exams without them."""
+    return [[float(a), float(b)] for a, b in truth.get("out_of_plane", {}).get("episodes_s", [])]
+
+
+def truth_frame_motion(truth: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame of the clip: ``(dx_px, dy_px, out_of_plane)``, each ``(n_frames,)``.
+
+    ``dx_px``, ``dy_px`` (float64): shift of both panels' content from the tissue at
+    rest, panel px, ``+x`` right, ``+y`` down (a point at rest at ``(x, y)`` is shown
+    at ``(x + dx, y + dy)``; a frozen B-mode panel keeps frame 0's shift);
+    ``out_of_plane`` (bool): the frame is outside the lesion's plane (its B-mode
+    shows other tissue, its masks are empty).
+    """
+    motion = RespiratoryMotion.from_dict(truth["motion"])
+    times = [float(t) for t in truth["frame_times_s"]]
+    offsets = np.array([motion.offset(t) for t in times], np.float64).reshape(-1, 2)
+    episodes = truth_out_of_plane(truth)
+    away = np.array([in_episode(t, episodes) for t in times], bool)
+    return offsets[:, 0], offsets[:, 1], away
+
+
+def truth_motion_csv(truth: dict) -> str:
+    """Text of ``motion.csv``: ``frame_index,time_s,dx_px,dy_px,out_of_plane`` (0/1) per
+    frame, from :func:`truth_frame_motion`."""
+    dx, dy, away = truth_frame_motion(truth)
+    rows = ["frame_index,time_s,dx_px,dy_px,out_of_plane"]
+    rows += [f"{i},{float(t):.6f},{dx[i]:.6f},{dy[i]:.6f},{int(away[i])}"
+             for i, t in enumerate(truth["frame_times_s"])]
+    return "\n".join(rows) + "\n"
