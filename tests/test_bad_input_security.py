@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _bad_inputs import SAFE_COMPONENT, tree_hashes, two_panel_frames, write_dicom, write_video  # noqa: E402
+from support.bad_inputs import SAFE_COMPONENT, tree_hashes, two_panel_frames, write_dicom, write_video  # noqa: E402
 
 from ceuspipe.cli import main  # noqa: E402
 from ceuspipe.fsutil import MAX_NAME, safe_name  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 from ceuspipe.errors import InputError
 from ceuspipe.segment import SegmentConfig, segment_video
 from ceuspipe.video.panels import PanelLayout
-from conftest import phantom_clip, small_fs, write_checkpoint
+from support.builders import phantom_clip, small_fs, write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

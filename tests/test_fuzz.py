@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _bad_inputs import two_panel_frames, write_dicom, write_video  # noqa: E402
+from support.bad_inputs import two_panel_frames, write_dicom, write_video  # noqa: E402
 
-WORKER = Path(__file__).parent / "_fuzz_worker.py"
+WORKER = Path(__file__).parent / "support" / "fuzz_worker.py"
 MUTATIONS = ("flip", "truncate", "zero_range", "header", "delete_chunk", "junk", "duplicate_chunk")
 
 

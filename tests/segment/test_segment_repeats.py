@@ -16,7 +16,7 @@ from ceuspipe.segment.repeats import RepeatDetector
 from ceuspipe.tic.io import read_tic_csv
 from ceuspipe.video.panels import PanelLayout
 from ceuspipe.video.reader import iter_frames
-from conftest import phantom_clip, write_checkpoint
+from support.builders import phantom_clip, write_checkpoint
 
 ACQ_HZ, DURATION_S = 10.0, 4.0
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ceuspipe.cli import main
 from ceuspipe.synth import PhantomConfig, generate_exam
 from ceuspipe.synth.truth import load_truth, truth_layout
-from conftest import write_checkpoint
+from support.builders import write_checkpoint
 
 
 def _exam(root: Path, name: str, **kw) -> tuple[Path, dict]:
@@ -118,7 +118,7 @@ def test_batch_run_keeps_layout_warnings_in_the_ledger_and_status(tmp_path):
     from ceuspipe.batch.pipeline_file import load_pipeline
     from ceuspipe.batch.runner import run_pipeline
     from ceuspipe.batch.status import format_status, read_status
-    from test_batch_helpers import write_pipeline
+    from support.batch_stages import write_pipeline
 
     clip, _ = _exam(tmp_path / "inbox", "P001", skin="frozen-bmode")
     old = _time.time() - 3600

@@ -1,6 +1,6 @@
 """Fuzz worker: decode every file of a folder, run the key-frame driver on it, report.
 
-Usage: ``python tests/_fuzz_worker.py FOLDER OUT_ROOT REPORT``. Runs in its own
+Usage: ``python tests/support/fuzz_worker.py FOLDER OUT_ROOT REPORT``. Runs in its own
 process so that a crash in a native decoder (segfault, abort) is seen by the
 parent as a signal exit; before each file the worker appends ``START name`` to
 REPORT (flushed), after it one JSON line ``{"file", "outcome", "detail", "left"}``

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from _toy_dataset import make_toy_dataset
+from support.toy_dataset import make_toy_dataset
 
 from ceuspipe.dataset.torch_dataset import CeusSegDataset
 from ceuspipe.errors import InputError, OutputError

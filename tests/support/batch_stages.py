@@ -1,7 +1,7 @@
 """Shared helpers of the batch tests: tiny clips, pipeline files, test-only stages.
 
-The stages are importable as ``test_batch_helpers:<name>`` (the tests put this
-folder on ``PYTHONPATH`` for subprocess runs), the way a site adds its own stages.
+The stages are importable as ``support.batch_stages:<name>`` (the tests put the
+tests folder on ``PYTHONPATH`` for subprocess runs), the way a site adds its own stages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ceuspipe.errors import InputError
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/: where ``support.batch_stages`` imports from
 REPO = HERE.parent
 
 

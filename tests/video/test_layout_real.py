@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from _real_dicom import real_dicom, us_copy
+from support.real_dicom import real_dicom, us_copy
 from ceuspipe.cli import main as cli
 from ceuspipe.video.clip_stream import read_layout_frames
 from ceuspipe.video.dicom import read_ultrasound_regions

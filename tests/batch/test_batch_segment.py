@@ -10,8 +10,8 @@ import time
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from conftest import write_clip, write_checkpoint
-from test_batch_helpers import write_pipeline
+from support.builders import write_clip, write_checkpoint
+from support.batch_stages import write_pipeline
 
 
 def test_keyframes_and_segment_stages(tmp_path):

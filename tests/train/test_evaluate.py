@@ -5,7 +5,7 @@ import json
 import cv2
 import pytest
 import torch
-from _toy_dataset import make_toy_dataset
+from support.toy_dataset import make_toy_dataset
 from click.testing import CliRunner
 
 from ceuspipe.cli import main

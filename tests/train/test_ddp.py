@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _toy_dataset import make_toy_dataset
+from support.toy_dataset import make_toy_dataset
 
 from ceuspipe.train.checkpoint import read_checkpoint
 

@@ -20,7 +20,7 @@ from ceuspipe.segment.engines import (ENGINES, Engine, EngineMismatch, check_req
 from ceuspipe.segment.predictor import prepare_panel, probability_to_mask
 from ceuspipe.video.reader import iter_frames
 from ceuspipe.video.panels import PanelLayout, crop
-from conftest import installed_entry_point, phantom_clip, write_checkpoint
+from support.builders import installed_entry_point, phantom_clip, write_checkpoint
 
 
 BRIGHT = 24 / 255

@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _bad_inputs import (PWNED_NAME, assert_one_line_error, error_lines, two_panel_frames,  # noqa: E402
+from support.bad_inputs import (PWNED_NAME, assert_one_line_error, error_lines, two_panel_frames,  # noqa: E402
                          write_audio_only, write_dicom, write_evil_pickles, write_video,
                          write_zero_frame_video)
-from _toy_dataset import make_toy_dataset  # noqa: E402
+from support.toy_dataset import make_toy_dataset  # noqa: E402
 
 from ceuspipe.cli import main  # noqa: E402
 

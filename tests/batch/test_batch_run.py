@@ -10,11 +10,11 @@ import time
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from conftest import write_clip
-from test_batch_helpers import make_inbox, write_pipeline
+from support.builders import write_clip
+from support.batch_stages import make_inbox, write_pipeline
 
-DIGEST = "test_batch_helpers:digest_stage"
-DECODE = "test_batch_helpers:decode_stage"
+DIGEST = "support.batch_stages:digest_stage"
+DECODE = "support.batch_stages:decode_stage"
 
 
 def _pipeline(tmp_path, stages=None, **top):

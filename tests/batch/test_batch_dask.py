@@ -10,8 +10,8 @@ from pathlib import Path
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.batch.runner import run_pipeline
-from conftest import write_clip
-from test_batch_helpers import make_inbox, write_pipeline
+from support.builders import write_clip
+from support.batch_stages import make_inbox, write_pipeline
 
 
 def _tree(root):
@@ -43,7 +43,7 @@ def test_dask_local_cluster_matches_joblib(tmp_path):
     for p in inbox.rglob("*.mp4"):
         os.utime(p, (old, old))
     stages = {"keyframes": {"sample_fps": 2.0, "k": 3},
-              "digest": {"function": "test_batch_helpers:digest_stage"}}
+              "digest": {"function": "support.batch_stages:digest_stage"}}
     reports = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         for name, kw in (("joblib", {"jobs": 2}), ("dask", {"scheduler": cluster.scheduler_address})):
@@ -66,7 +66,7 @@ def _task(tmp_path, name: str, content: bytes, **options):
     from ceuspipe.inputs import ExamInput
 
     src = make_inbox(tmp_path / "inbox", {f"P1/{name}.mp4": content}) / "P1" / f"{name}.mp4"
-    stage = StageSpec("digest", "test_batch_helpers:digest_stage", options)
+    stage = StageSpec("digest", "support.batch_stages:digest_stage", options)
     return ExamTask(ExamInput(src, "P1", name), str(tmp_path / "tmp" / name), (stage,))
 
 
@@ -103,7 +103,7 @@ def test_dask_exam_timeout_fails_the_stuck_exam_alone(tmp_path):
                                             "P003/E01.mp4": b"third"})
     flag = tmp_path / "slow.flag"
     flag.write_text("sleep")
-    stages = {"digest": {"function": "test_batch_helpers:digest_stage", "slow_flag": str(flag),
+    stages = {"digest": {"function": "support.batch_stages:digest_stage", "slow_flag": str(flag),
                          "slow_prefix": "HANG"}}
     pipe = load_pipeline(write_pipeline(tmp_path / "dask.toml", inbox, tmp_path / "out", stages,
                                         settle_seconds=0, recheck_seconds=0, exam_timeout_seconds=3))

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.cli import main
-from test_batch_helpers import cli_cmd, cli_env, make_inbox, run_cli, write_pipeline
+from support.batch_stages import cli_cmd, cli_env, make_inbox, run_cli, write_pipeline
 
-DIGEST = "test_batch_helpers:digest_stage"
+DIGEST = "support.batch_stages:digest_stage"
 
 
 def _setup(tmp_path: Path, slow: bool = True) -> tuple[Path, Path, Path]:

@@ -22,7 +22,7 @@ from ceuspipe.segment import int8_cache, int8_check
 from ceuspipe.segment.int8_check import ClipCheck
 from ceuspipe.video.panels import PanelLayout
 from ceuspipe.video.reader import iter_frames
-from conftest import phantom_clip, write_checkpoint
+from support.builders import phantom_clip, write_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from ceuspipe.batch.lock import EX_TEMPFAIL, LockHeld, OutputLock, current_holde
 from ceuspipe.batch.pipeline_file import load_pipeline
 from ceuspipe.errors import InputError
 from ceuspipe.inputs import ExamInput
-from conftest import write_checkpoint
-from test_batch_helpers import make_inbox
+from support.builders import write_checkpoint
+from support.batch_stages import make_inbox
 
 
 def _load(tmp_path, text):
@@ -30,11 +30,11 @@ def _load(tmp_path, text):
 def test_pipeline_file_paths_order_and_defaults(tmp_path):
     path, pipe = _load(tmp_path, 'inbox = "../in"\noutput = "/abs/out"\n'
                                  '[stages.keyframes]\nk = 5\nlayout_file = "lay.json"\n'
-                                 '[stages.mine]\nfunction = "test_batch_helpers:digest_stage"\nx = 1\n')
+                                 '[stages.mine]\nfunction = "support.batch_stages:digest_stage"\nx = 1\n')
     assert pipe.inbox == tmp_path / "in" and pipe.output == Path("/abs/out")
     assert [s.name for s in pipe.stages] == ["keyframes", "mine"]
     assert pipe.stages[0].options == {"k": 5, "layout_file": str(tmp_path / "conf" / "lay.json")}
-    assert pipe.stages[1].function == "test_batch_helpers:digest_stage" and pipe.stages[1].options == {"x": 1}
+    assert pipe.stages[1].function == "support.batch_stages:digest_stage" and pipe.stages[1].options == {"x": 1}
     assert (pipe.jobs, pipe.scheduler, pipe.settle_s, pipe.recheck_s) == (1, None, 10.0, 2.0)
     _, other = _load(tmp_path, path.read_text().replace("k = 5", "k = 6"))
     assert other.stages_hash != pipe.stages_hash and len(pipe.stages_hash) == 16
@@ -141,7 +141,7 @@ def test_discover_skips_unchanged_without_hashing(tmp_path, monkeypatch):
 
 
 def test_shipped_example_pipelines_load(tmp_path):
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     export = load_pipeline(repo / "pipelines" / "keyframe_export.toml")
     assert export.inbox == repo / "data" / "inbox" and export.output == repo / "exports" / "keyframes"
     assert [s.name for s in export.stages] == ["keyframes"] and export.jobs == 2

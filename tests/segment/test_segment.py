@@ -17,7 +17,7 @@ from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.temporal import TemporalMedian
 from ceuspipe.video.panels import Box, PanelLayout
 from ceuspipe.video.reader import iter_frames
-from conftest import phantom_clip, write_checkpoint
+from support.builders import phantom_clip, write_checkpoint
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from ceuspipe.batch.ledger import RESERVE_BYTES, Ledger
-from conftest import small_fs
-from test_batch_helpers import make_inbox, run_cli, write_pipeline
+from support.builders import small_fs
+from support.batch_stages import make_inbox, run_cli, write_pipeline
 
-DIGEST = "test_batch_helpers:digest_stage"
+DIGEST = "support.batch_stages:digest_stage"
 
 
 def _fill(folder: Path, name: str = "filler") -> Path:

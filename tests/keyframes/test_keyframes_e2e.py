@@ -16,7 +16,7 @@ from ceuspipe.cli import main as cli
 from ceuspipe.synth.config import PhantomConfig
 from ceuspipe.synth.generate import generate_exam
 
-from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's default import mode
+from support.bad_inputs import write_dicom
 
 SMALL = dict(width=320, height=180, fps=6.0)
 

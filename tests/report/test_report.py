@@ -23,7 +23,7 @@ from ceuspipe.cli import main
 from ceuspipe.report import build_index, write_exam_report, write_index
 from ceuspipe.report.exam import pick_frame_times, redact_command_line
 from ceuspipe.segment import SegmentConfig, segment_video
-from conftest import phantom_clip, write_checkpoint
+from support.builders import phantom_clip, write_checkpoint
 
 BROWSERS = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
 

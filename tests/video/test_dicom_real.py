@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _real_dicom import pydicom_test_file, real_dicom, us_copy  # tests/ is on sys.path under pytest
+from support.real_dicom import pydicom_test_file, real_dicom, us_copy
 from click.testing import CliRunner
 from pydicom import uid as U
 
@@ -348,7 +348,7 @@ def test_ybr_rct_outside_jpeg_2000_is_refused(tmp_path):
 
 
 def test_cli_undecodable_dicom_is_one_error_line(tmp_path, monkeypatch):
-    from _bad_inputs import assert_one_line_error
+    from support.bad_inputs import assert_one_line_error
 
     from ceuspipe.cli import main
 

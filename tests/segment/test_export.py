@@ -19,7 +19,7 @@ from ceuspipe.segment.engines import make_predictor
 from ceuspipe.segment.engines.onnx_engine import OnnxPredictor
 from ceuspipe.segment.engines.torch_engine import TorchPredictor
 from ceuspipe.segment.predictor import prepare_panel, probability_to_mask, submit
-from conftest import write_checkpoint
+from support.builders import write_checkpoint
 
 
 def _checkpoint(path, *, seed=0, size=64, variant="full"):

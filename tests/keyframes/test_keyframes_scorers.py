@@ -15,7 +15,7 @@ from ceuspipe.configs import ConfigError
 from ceuspipe.keyframes import DEFAULT_SCORER, KeyframeConfig, get_scorer, register_scorer, scorer_names
 from ceuspipe.keyframes import scorers as scorer_registry
 from ceuspipe.synth import PhantomConfig, generate_exam
-from conftest import installed_entry_point
+from support.builders import installed_entry_point
 
 
 def brightness(gray: np.ndarray, previous: np.ndarray | None) -> float:

@@ -22,8 +22,8 @@ from ceuspipe.segment.engines import make_predictor
 from ceuspipe.segment.engines.onnx_engine import OnnxPredictor
 from ceuspipe.segment.quantize import agreement, export_int8, mask_dice
 from ceuspipe.video.panels import PanelLayout
-from tests._toy_dataset import make_toy_dataset
-from conftest import phantom_clip, write_checkpoint
+from support.toy_dataset import make_toy_dataset
+from support.builders import phantom_clip, write_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from ceuspipe.video.clip_stream import open_clip
 from ceuspipe.video.reader import open_source
 from ceuspipe.video.writer import VideoWriter
 
-from _bad_inputs import write_dicom  # tests/ is on sys.path under pytest's default import mode
+from support.bad_inputs import write_dicom
 
 X264_B = {"x264-params": "bframes=3:b-adapt=0:log-level=error"}     # b-pyramid: some B are refs
 X264_FLAT_B = {"x264-params": "bframes=3:b-adapt=0:b-pyramid=none:log-level=error"}
