@@ -14,8 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.builders import (installed_entry_point, phantom_clip, small_fs, write_checkpoint,  # noqa: E402,F401
-                              write_clip)
+from support.builders import write_checkpoint  # noqa: E402
 
 
 @pytest.fixture

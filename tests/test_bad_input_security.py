@@ -4,17 +4,15 @@ inputs cannot escape it, and no patient metadata from the source reaches the out
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from support.bad_inputs import SAFE_COMPONENT, tree_hashes, two_panel_frames, write_dicom, write_video  # noqa: E402
+from support.bad_inputs import SAFE_COMPONENT, tree_hashes, two_panel_frames, write_dicom, write_video
 
-from ceuspipe.cli import main  # noqa: E402
-from ceuspipe.fsutil import MAX_NAME, safe_name  # noqa: E402
+from ceuspipe.cli import main
+from ceuspipe.fsutil import MAX_NAME, safe_name
 
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "PID-SECRET-4711"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from support.bad_inputs import two_panel_frames, write_dicom, write_video  # noqa: E402
+from support.bad_inputs import two_panel_frames, write_dicom, write_video
 
 WORKER = Path(__file__).parent / "support" / "fuzz_worker.py"
 MUTATIONS = ("flip", "truncate", "zero_range", "header", "delete_chunk", "junk", "duplicate_chunk")

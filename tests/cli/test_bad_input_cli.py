@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from support.bad_inputs import (PWNED_NAME, assert_one_line_error, error_lines, two_panel_frames,  # noqa: E402
-                         write_audio_only, write_dicom, write_evil_pickles, write_video,
-                         write_zero_frame_video)
-from support.toy_dataset import make_toy_dataset  # noqa: E402
+from support.bad_inputs import (PWNED_NAME, assert_one_line_error, error_lines, two_panel_frames,
+                                write_audio_only, write_dicom, write_evil_pickles, write_video,
+                                write_zero_frame_video)
+from support.toy_dataset import make_toy_dataset
 
-from ceuspipe.cli import main  # noqa: E402
+from ceuspipe.cli import main
 
 
 @pytest.fixture(scope="module")

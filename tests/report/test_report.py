@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from ceuspipe.batch.ledger import Ledger
 from ceuspipe.cli import main
-from ceuspipe.report import build_index, write_exam_report, write_index
+from ceuspipe.report import build_index, write_index
 from ceuspipe.report.exam import pick_frame_times, redact_command_line
 from ceuspipe.segment import SegmentConfig, segment_video
 from support.builders import phantom_clip, write_checkpoint

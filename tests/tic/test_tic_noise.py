@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ceuspipe.tic import analyse_curve
-from ceuspipe.tic.fit import fit_curve, noise_sd_model
+from ceuspipe.tic.fit import noise_sd_model
 from ceuspipe.tic.flags import frame_flags
 from ceuspipe.tic.models import MODELS
 from ceuspipe.tic.simulate import simulate_curve

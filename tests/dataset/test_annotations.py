@@ -6,40 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ceuspipe.dataset.annotations import import_annotations, match_stem
 from ceuspipe.dataset.formats.labelme import read as load_labelme
-from ceuspipe.dataset.keyframe_index import KeyFrame
 from ceuspipe.dataset.rasterize import fill_polygons, segments_intersect, self_intersection
-from ceuspipe.video.panels import Box, PanelLayout
-
-LAYOUT = PanelLayout(ceus=Box(10, 6, 40, 30), us=Box(54, 6, 40, 30), frame_width=100, frame_height=44)
-CEUS_POLY = [[5, 4], [30, 6], [28, 22], [8, 20]]  # inside the 40x30 CEUS crop
-
-
-def kf(stem: str = "P1__E1__0003", layout: PanelLayout = LAYOUT) -> KeyFrame:
-    p = Path("/nonexistent")
-    return KeyFrame(patient_id="P1", exam_id="E1", stem=stem, sample_index=3, time_s=3.0, score=1.0,
-                    ceus_gray=10.0, frame_path=p, ceus_path=p, us_path=p, source="x.mp4", layout=layout)
-
-
-def labelme(path: Path, polys, size, label="lesion", shape_type="polygon") -> Path:
-    data = {"version": "5.4.1", "flags": {}, "imagePath": "x.png", "imageData": None,
-            "shapes": [{"label": label, "points": p, "group_id": None, "shape_type": shape_type, "flags": {}}
-                       for p in polys]}
-    if size is not None:
-        data["imageWidth"], data["imageHeight"] = size
-    path.write_text(json.dumps(data))
-    return path
-
-
-def to_full(poly):
-    return [[x + LAYOUT.ceus.x, y + LAYOUT.ceus.y] for x, y in poly]
+from support.annotations import CEUS_POLY, kf, labelme, to_full, write_png
 
 
 def test_labelme_full_frame_and_crop_give_the_same_mask(tmp_path):
@@ -78,11 +52,6 @@ def test_several_polygons_are_united_and_label_filter(tmp_path):
     data["shapes"].reverse()
     path.write_text(json.dumps(data))
     assert load_labelme(path, kf(), label="lesion").sum() == 100
-
-
-def write_png(path: Path, mask: np.ndarray) -> Path:
-    assert cv2.imwrite(str(path), mask)
-    return path
 
 
 def test_png_masks_at_both_sizes(tmp_path):

@@ -19,7 +19,7 @@ from ceuspipe.dataset.annotations import import_annotations
 from ceuspipe.dataset.formats import coco, labelme
 from ceuspipe.errors import InputError
 from ceuspipe.video.panels import Box, PanelLayout
-from tests.test_annotations import kf
+from support.annotations import kf
 
 # pycocotools 2.0.x calls np.array(copy=False) under numpy 2: its warning, not ours
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -294,7 +294,7 @@ def test_coco_segmentations_match_pycocotools_within_1px(tmp_path, full):
 
 
 def test_coco_from_the_cli_with_label_studio_names_and_problems(tmp_path):
-    from tests.test_build_dataset import LAYOUT, make_keyframes
+    from support.keyframe_folders import LAYOUT, make_keyframes
 
     kf_dir = make_keyframes(tmp_path / "kf", n_patients=3, n_frames=2)
     ann = tmp_path / "ann"

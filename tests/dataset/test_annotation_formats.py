@@ -18,8 +18,8 @@ from ceuspipe.dataset.annotations import import_annotations
 from ceuspipe.dataset.formats import AnnotationFormat, format_names, register_format
 from ceuspipe.dataset.keyframe_index import load_keyframe_index
 from ceuspipe.errors import InputError
-from tests.test_annotations import CEUS_POLY, kf, labelme
-from tests.test_build_dataset import LAYOUT, annotate_all, make_keyframes
+from support.annotations import CEUS_POLY, kf, labelme
+from support.keyframe_folders import LAYOUT, annotate_all, make_keyframes
 
 RECT = (5, 4, 12, 9)  # x, y, w, h in CEUS-crop pixels
 
