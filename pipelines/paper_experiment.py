@@ -45,7 +45,7 @@ LABELS = {"unet": "U-Net baseline", "ceus_only": "CEUS only", "us_only": "US onl
 def build_phantom_dataset(out: Path, args) -> Path:
     """synth -> keyframes -> annotate-phantom -> build-dataset, each skipped if already there."""
     from ceuspipe.dataset.build import BuildConfig, build_dataset
-    from ceuspipe.dataset.phantom_annotations import annotate_phantom
+    from ceuspipe.synth.annotate import annotate_phantom
     from ceuspipe.inputs import find_inputs
     from ceuspipe.keyframes import KeyframeConfig, run_keyframes
     from ceuspipe.synth.config import PhantomConfig

@@ -103,7 +103,7 @@ def _frames_per_exam(ctx, param, value: str) -> int | None:
 def annotate_phantom_cmd(keyframes_dir, phantom_dir, ann_out, frames_per_exam, label, overwrite):
     """Write LabelMe annotations (<stem>_ceus.json) into ANN_OUT for the key frames in
     KEYFRAMES_DIR of phantom clips under PHANTOM_DIR, from the phantom's ground truth."""
-    from ceuspipe.dataset.phantom_annotations import annotate_phantom
+    from ceuspipe.synth.annotate import annotate_phantom
 
     r = annotate_phantom(keyframes_dir, phantom_dir, ann_out, frames_per_exam, label, overwrite)
     click.echo(f"{len(r.written)} key frames annotated, {len(r.skipped)} skipped (no ROI in the crop): "

@@ -191,3 +191,24 @@ def paste(patch: np.ndarray, x: int, y: int, height: int, width: int) -> np.ndar
     if x0 < x1 and y0 < y1:
         out[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x] != 0
     return out
+
+
+def mask_to_polygons(mask: np.ndarray, min_area_px: float = 4.0) -> list[list[list[float]]]:
+    """Outer contours of an ``(h, w)`` 0/1 mask as simple polygons of ``(x, y)``
+    pixel centres (a 3x3 opening first removes one-pixel spurs that would make a
+    contour touch itself). Contours that still touch themselves are simplified
+    with ``approxPolyDP``; tiny or degenerate ones are dropped."""
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        if cv2.contourArea(c) < min_area_px:
+            continue
+        for eps in (0.0, 0.75, 1.5):
+            cand = c if eps == 0 else cv2.approxPolyDP(c, eps, True)
+            pts = cand.reshape(-1, 2).astype(float)
+            if len(pts) >= 3 and self_intersection(pts) is None:
+                polys.append(pts.tolist())
+                break
+    return polys

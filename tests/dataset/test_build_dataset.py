@@ -117,7 +117,7 @@ def test_cli_summary_and_overwrite(inputs, tmp_path):
 # ---- phantom annotations: the chain with no hand step --------------------------------------
 
 def test_mask_to_polygons_round_trip_and_thin_necks():
-    from ceuspipe.dataset.phantom_annotations import mask_to_polygons
+    from ceuspipe.dataset.rasterize import mask_to_polygons
     from ceuspipe.dataset.rasterize import fill_polygons, self_intersection
 
     m = np.zeros((40, 60), np.uint8)

@@ -44,6 +44,8 @@ DESCRIPTION = "LabelMe JSON <stem>*.json: polygon, rectangle, circle and mask sh
 
 #: LabelMe's label for pixels that belong to no class (holes)
 BACKGROUND = "_background_"
+#: the LabelMe version written into documents ceuspipe makes
+LABELME_VERSION = "5.4.1"
 #: shapes with no area, refused
 NO_AREA = ("line", "linestrip", "point", "points")
 
@@ -150,3 +152,12 @@ def read(path: Path, kf: KeyFrame, label: str | None = None) -> np.ndarray:
     if not mask.any():
         raise InputError(path, "shapes cover no pixel (empty mask)")
     return mask
+
+
+def labelme_document(polygons: list[list[list[float]]], width: int, height: int, image_path: str,
+                     label: str = "lesion") -> dict:
+    """A LabelMe JSON document with one polygon shape per polygon."""
+    return {"version": LABELME_VERSION, "flags": {},
+            "shapes": [{"label": label, "points": p, "group_id": None, "description": "",
+                        "shape_type": "polygon", "flags": {}, "mask": None} for p in polygons],
+            "imagePath": image_path, "imageData": None, "imageHeight": int(height), "imageWidth": int(width)}

@@ -1,11 +1,13 @@
-"""``annotate-phantom``: LabelMe annotations of phantom key frames from the phantom's truth.
+"""The phantom as annotator: LabelMe annotations of phantom key frames from the phantom's truth.
 
 For each exam of a key-frame folder whose source is a phantom clip
 ``PHANTOM_DIR/<patient>/<exam>.mp4``, the truth ``<exam>.truth/`` gives the CEUS
 region of interest at any time (:func:`ceuspipe.synth.truth.truth_masks_at`).
-Its outer contours (``cv2.findContours``) become LabelMe polygons
-``ANN_OUT/<stem>_ceus.json`` drawn on the CEUS crop, exactly what a clinician
-would export, so the whole chain runs without a hand step.
+Its outer contours become LabelMe polygons ``ANN_OUT/<stem>_ceus.json`` drawn on the
+CEUS crop (:func:`ceuspipe.dataset.formats.labelme.labelme_document`), exactly what a
+clinician would export, so the whole chain runs without a hand step. It reads the
+key-frame folder and writes the annotation format through their public modules, as
+any annotation tool would; the dataset stage never imports the phantom.
 """
 
 from __future__ import annotations
@@ -16,18 +18,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ceuspipe.dataset.formats.labelme import labelme_document
 from ceuspipe.dataset.keyframe_index import KeyFrame, load_keyframe_index
-from ceuspipe.dataset.rasterize import self_intersection
+from ceuspipe.dataset.rasterize import mask_to_polygons
 from ceuspipe.errors import InputError, OutputError
 from ceuspipe.fsutil import atomic_dir
+from ceuspipe.synth.truth import load_truth, truth_dir_for, truth_layout, truth_masks_at
 from ceuspipe.video.sampling import evenly_spaced
 
 log = logging.getLogger("ceuspipe")
-
-LABELME_VERSION = "5.4.1"
 
 
 @dataclass
@@ -40,39 +41,7 @@ class PhantomAnnotationReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def mask_to_polygons(mask: np.ndarray, min_area_px: float = 4.0) -> list[list[list[float]]]:
-    """Outer contours of an ``(h, w)`` 0/1 mask as simple polygons of ``(x, y)``
-    pixel centres (a 3x3 opening first removes one-pixel spurs that would make a
-    contour touch itself). Contours that still touch themselves are simplified
-    with ``approxPolyDP``; tiny or degenerate ones are dropped."""
-    m = (np.asarray(mask) > 0).astype(np.uint8)
-    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = []
-    for c in contours:
-        if cv2.contourArea(c) < min_area_px:
-            continue
-        for eps in (0.0, 0.75, 1.5):
-            cand = c if eps == 0 else cv2.approxPolyDP(c, eps, True)
-            pts = cand.reshape(-1, 2).astype(float)
-            if len(pts) >= 3 and self_intersection(pts) is None:
-                polys.append(pts.tolist())
-                break
-    return polys
-
-
-def labelme_document(polygons: list[list[list[float]]], width: int, height: int, image_path: str,
-                     label: str = "lesion") -> dict:
-    """A LabelMe JSON document with one polygon shape per polygon."""
-    return {"version": LABELME_VERSION, "flags": {},
-            "shapes": [{"label": label, "points": p, "group_id": None, "description": "",
-                        "shape_type": "polygon", "flags": {}, "mask": None} for p in polygons],
-            "imagePath": image_path, "imageData": None, "imageHeight": int(height), "imageWidth": int(width)}
-
-
 def _truth_dir(kf: KeyFrame, phantom_dir: Path) -> Path:
-    from ceuspipe.synth.truth import truth_dir_for
-
     src = Path(kf.source)
     candidates = [truth_dir_for(src)]
     if not src.is_absolute():
@@ -89,8 +58,6 @@ def _truth_dir(kf: KeyFrame, phantom_dir: Path) -> Path:
 def _ceus_roi_on_crop(truth: dict, kf: KeyFrame, time_s: float) -> np.ndarray:
     """Truth CEUS ROI at ``time_s`` moved from the phantom's panel to the key
     frame's recorded CEUS box (they differ when the layout was detected)."""
-    from ceuspipe.synth.truth import truth_layout, truth_masks_at
-
     roi = truth_masks_at(truth, time_s)[0]
     t = truth_layout(truth).ceus
     k = kf.layout.ceus
@@ -124,8 +91,6 @@ def annotate_phantom(kf_out: str | os.PathLike, phantom_dir: str | os.PathLike, 
     ``ann_out``. Raises :class:`InputError` when an exam has no phantom truth,
     :class:`OutputError` for a non-empty ``ann_out`` without ``overwrite``.
     """
-    from ceuspipe.synth.truth import load_truth
-
     phantom_dir, ann_out = Path(phantom_dir), Path(ann_out)
     if frames_per_exam is not None and frames_per_exam < 1:
         raise ValueError("frames per exam must be at least 1 (or None for all)")
