@@ -6,6 +6,14 @@ from pathlib import Path
 
 import click
 
+from ceuspipe.cli.options import default_of
+from ceuspipe.dataset.build import BuildConfig
+
+
+def _build(name: str):
+    """The default of ``BuildConfig.name``."""
+    return default_of(BuildConfig, name)
+
 
 def _formats(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:
     """``--format`` values (repeated and/or comma lists) checked against the registry now,
@@ -24,25 +32,25 @@ def _formats(ctx, param, values: tuple[str, ...]) -> tuple[str, ...] | None:
 @click.argument("keyframes_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("annotations_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--frames-per-patient", default=2, show_default=True, type=click.IntRange(min=1),
+@click.option("--frames-per-patient", default=_build("frames_per_patient"), show_default=True, type=click.IntRange(min=1),
               help="Annotated key frames drawn per patient.")
-@click.option("--test-fraction", default=1 / 3, show_default="0.3333 (2:1)",
+@click.option("--test-fraction", default=_build("test_fraction"), show_default="0.3333 (2:1)",
               type=click.FloatRange(0, 1, max_open=True), help="Fraction of patients in the test split.")
-@click.option("--folds", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--folds", default=_build("folds"), show_default=True, type=click.IntRange(min=0),
               help="Cross-validation folds over the training patients (0: none, else >= 2).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the draw and the split.")
-@click.option("--max-tries", default=2000, show_default=True, type=click.IntRange(min=1),
+@click.option("--seed", default=_build("seed"), show_default=True, type=int, help="Seed of the draw and the split.")
+@click.option("--max-tries", default=_build("max_tries"), show_default=True, type=click.IntRange(min=1),
               help="Random redraws before the coordinate-descent refinement.")
 @click.option("--ks-threshold", default=None, type=click.FloatRange(0, 1),
               help="Stop as soon as the KS distance to uniform is at or below this (default: search fully).")
-@click.option("--min-separation-s", default=10.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--min-separation-s", default=_build("min_separation_s"), show_default=True, type=click.FloatRange(min=0),
               help="Frames of one exam at least this many seconds apart (when the patient allows).")
 @click.option("--label", default=None, help="Lesion = shapes with this LabelMe label / COCO category "
                                            "(default: every shape but LabelMe's _background_).")
 @click.option("--format", "formats", multiple=True, callback=_formats, metavar="NAME[,NAME...]",
               help="Annotation formats read (repeatable) [default: every registered one: built in coco, labelme, "
                    "png-mask; plug-ins of the entry-point group ceuspipe.annotation_formats].")
-@click.option("--name", default="CEUS", show_default=True, help="Dataset name in dataset.json.")
+@click.option("--name", default=_build("name"), show_default=True, help="Dataset name in dataset.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT folder.")
 @click.option("--pseudonymize", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="KEYFILE",
               help="Patient/exam ids and stems become keyed-hash pseudonyms, no source path is written; "
@@ -53,10 +61,8 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
     KEYFRAMES_DIR (output of `ceuspipe keyframes`) and the annotations in ANNOTATIONS_DIR
     (LabelMe JSON, COCO JSON, mask PNGs or a plug-in format; see data/README.md)."""
     from ceuspipe.cli import show_progress
-    from ceuspipe.dataset.build import BuildConfig, build_dataset
+    from ceuspipe.dataset.build import build_dataset
 
-    if folds == 1:
-        raise click.BadParameter("use 0 (no folds) or at least 2", param_hint="--folds")
     cfg = BuildConfig(keyframes_dir=keyframes_dir, annotations_dir=annotations_dir, out_dir=out,
                       frames_per_patient=frames_per_patient, test_fraction=test_fraction, folds=folds,
                       seed=seed, max_tries=max_tries, ks_threshold=ks_threshold,

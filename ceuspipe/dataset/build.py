@@ -66,6 +66,22 @@ class BuildConfig:
     progress: bool = False
     pseudonymize: Path | str | None = None
 
+    def __post_init__(self) -> None:
+        from ceuspipe import configs
+
+        configs.number("frames_per_patient", self.frames_per_patient, minimum=1, integer=True)
+        configs.number("test_fraction", self.test_fraction, minimum=0, maximum=0.99)
+        configs.number("folds", self.folds, minimum=0, integer=True)
+        if self.folds == 1:
+            raise configs.ConfigError("folds", "use 0 (no folds) or at least 2")
+        configs.number("seed", self.seed, integer=True)
+        configs.number("max_tries", self.max_tries, minimum=1, integer=True)
+        configs.number("ks_threshold", self.ks_threshold, minimum=0, maximum=1, optional=True)
+        configs.number("min_separation_s", self.min_separation_s, minimum=0, unit="s")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise configs.ConfigError("name", f"must be a non-empty string, got {self.name!r}")
+        configs.path_or_none("pseudonymize", self.pseudonymize)
+
 
 @dataclass
 class BuildReport:
