@@ -1,6 +1,6 @@
 """Does --clean-masks (largest component + hole filling) help? Mask Dice and TIC error.
 
-Trains the tiny phantom model of tests/test_segment_phantom.py (width 0.125, 64x64,
+Trains the tiny phantom model of tests/segment/test_segment_phantom.py (width 0.125, 64x64,
 16 epochs), segments held-out phantom clips with and without ``clean_masks`` and
 prints, per setting, the mean Dice against the truth ROI (frames after contrast
 arrival) and the TTP (s) and PE (relative) errors of the fitted lesion curve.

@@ -381,7 +381,7 @@ def _frame_time(frame, base: Fraction, prev_abs: Fraction | None, step: Fraction
 
 # --------------------------------------------------------------------------- decoding only what sampling needs
 
-#: Decoders whose ``skip_frame = NONREF`` is verified (tests/test_skip_decode.py) to drop
+#: Decoders whose ``skip_frame = NONREF`` is verified (tests/video/test_skip_decode.py) to drop
 #: only frames nothing refers to, also when it changes between packets with frame threads.
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4"})
 

@@ -18,7 +18,7 @@ def pydicom_data_dir() -> Path:
         import data_store
     except ImportError:
         pytest.fail("pydicom-data is not installed (it is in the test extra: pip install -e '.[test]'); "
-                    "tests/test_dicom_real.py reads its real scanner DICOMs", pytrace=False)
+                    "tests/video/test_dicom_real.py reads its real scanner DICOMs", pytrace=False)
     return Path(data_store.__file__).parent / "data"
 
 
