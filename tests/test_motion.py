@@ -184,6 +184,9 @@ def test_motion_csv_round_trip_and_summary(tmp_path):
     (tmp_path / "bad.csv").write_text("frame,time\n1,2\n")
     with pytest.raises(InputError, match="not a motion.csv"):
         read_motion_csv(tmp_path / "bad.csv")
+    (tmp_path / "short.csv").write_text(",".join(MOTION_CSV_COLUMNS) + "\n1,0.5,2\n")
+    with pytest.raises(InputError, match="malformed"):
+        read_motion_csv(tmp_path / "short.csv")
 
 
 def test_shift_image_moves_content_and_back():

@@ -39,16 +39,16 @@ def read_motion_csv(path: str | os.PathLike) -> list[FrameMotion]:
     or not one."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise InputError(path, f"cannot read motion table: {exc.strerror or exc}") from None
-    if not rows or tuple(rows[0]) != MOTION_CSV_COLUMNS:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read motion table: {exc}") from None
+    table = csv.DictReader(io.StringIO(text))
+    if tuple(table.fieldnames or ()) != MOTION_CSV_COLUMNS:
         raise InputError(path, f"not a motion.csv (header must be {','.join(MOTION_CSV_COLUMNS)})")
     try:
-        return [FrameMotion(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), r[5] == "1")
-                for r in rows[1:]]
-    except (ValueError, IndexError) as exc:
+        return [FrameMotion(int(r["frame_index"]), float(r["time_s"]), float(r["dx_px"]), float(r["dy_px"]),
+                            float(r["score"]), r["used"] == "1") for r in table]
+    except (TypeError, ValueError) as exc:  # a short row gives None
         raise InputError(path, f"malformed motion table: {exc}") from None
 
 
