@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.motion.warp import shift_image
 from ceuspipe.tic.linearize import _check_dr, lut, to_gray
 
 __all__ = ["BlockAccumulator"]
@@ -159,8 +160,8 @@ class BlockAccumulator:
         else:
             # reference pixel p shows what this frame shows at p + (dx, dy): sample the frame
             # there (bilinear), its imaged mask with it, and keep the reference's imaged area
-            num = self._block_sums(_shift(lin * self._mask, dx, dy) * self._mask)
-            den = self._block_sums(_shift(self._mask, dx, dy) * self._mask)
+            num = self._block_sums(shift_image(lin * self._mask, -dx, -dy) * self._mask)
+            den = self._block_sums(shift_image(self._mask, -dx, -dy) * self._mask)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = num / den
         ok = self.imaged_blocks & (den >= self.min_coverage * b2)
@@ -172,8 +173,9 @@ class BlockAccumulator:
         ``time_s``: its presentation time (s; not decreasing from frame to frame); ``panel``:
         the CEUS panel ``(H, W)``, uint8 grey (or ``(H, W, 3)`` RGB) or float32 linear power
         (see :meth:`linear`); ``dx``, ``dy``: how far the tissue has moved in this frame
-        against the reference frame (px, right and down positive): the frame is sampled at
-        ``p + (dx, dy)`` for each reference pixel ``p``; ``used``: False for a frame to skip
+        against the reference frame (px, right and down positive; ``FrameMotion.dx_px`` and
+        ``dy_px`` of :mod:`ceuspipe.motion`): the frame is sampled at ``p + (dx, dy)`` for each
+        reference pixel ``p`` (:func:`ceuspipe.motion.to_reference`); ``used``: False for a frame to skip
         (out of plane, flash, excluded), which is counted and nothing else.
         """
         self.n_frames += 1
@@ -247,11 +249,3 @@ class BlockAccumulator:
             values = np.where(c > 0, s / np.maximum(c, 1), np.nan).astype(np.float32)
         return times, np.ascontiguousarray(values.T)
 
-
-def _shift(a: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``out[y, x] = a[y + dy, x + dx]`` (bilinear; 0 outside ``a``), ``(H, W)`` float32."""
-    import cv2
-
-    M = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=np.float64)
-    return cv2.warpAffine(a, M, (a.shape[1], a.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)

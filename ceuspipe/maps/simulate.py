@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceuspipe.motion.warp import shift_image
 from ceuspipe.tic.models import get_model
 from ceuspipe.tic.parameters import Parameter, perfusion_parameters
 from ceuspipe.tic.simulate import gamma_noise
@@ -54,14 +55,10 @@ class RegionPhantom:
 
     def frame(self, i: int, rng: np.random.Generator, *, gray: bool = True) -> np.ndarray:
         """Frame ``i``: ``(H, W)`` uint8 grey (``gray``) or float32 linear power."""
-        import cv2
-
         power = self._levels[i][self.labels] * gamma_noise(rng, self.noise_cv, self.labels.shape).astype(np.float32)
         dx, dy = (float(v) for v in self.shifts[i])
         if dx or dy:
-            M = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-            power = cv2.warpAffine(power, M, power.shape[::-1], flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
+            power = shift_image(power, dx, dy, border="replicate")
         power = np.where(self.imaged, power, 0.0).astype(np.float32)
         if not gray:
             return power

@@ -148,13 +148,15 @@ def test_block_means_and_origin_are_where_the_grid_says():
 
 
 def test_subpixel_shift_is_moved_back():
-    import cv2
+    """The displacement means what ceuspipe.motion's FrameMotion means: the frame shows the
+    reference's content moved by (dx, dy)."""
+    from ceuspipe.motion import FrameMotion, from_reference
 
     yy, xx = np.mgrid[0:64, 0:64]
     ref = (2.0 + np.sin(xx / 5.0) * np.cos(yy / 7.0)).astype(np.float32)
-    dx, dy = 2.5, -1.25
-    moved = cv2.warpAffine(ref, np.array([[1.0, 0, dx], [0, 1.0, dy]]), (64, 64), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT)
+    motion = FrameMotion(index=0, time_s=0.0, dx_px=2.5, dy_px=-1.25, score=1.0, used=True)
+    dx, dy = motion.dx_px, motion.dy_px
+    moved = from_reference(ref, motion, border="replicate")
     acc = BlockAccumulator(ref.shape, block_px=4)
     truth = acc.block_means(ref)
     back = acc.block_means(moved, dx=dx, dy=dy)
