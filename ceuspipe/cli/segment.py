@@ -65,6 +65,9 @@ def _seg(name: str):
 @click.option("--no-dedupe", "no_dedupe", is_flag=True,
               help="Treat every frame as acquired (default: frames that repeat the previous one, "
                    "as in a 30 fps screen capture of a 10 Hz scan, reuse its mask and stay out of the curve).")
+@click.option("--motion/--no-motion", default=_seg("motion"), show_default=True,
+              help="Measure each frame's in-plane motion from the B-mode panel (motion.csv, motion.png): a "
+                   "--reference-mask follows it, frames out of plane stay out of the curve.")
 @click.option("--clean-masks/--no-clean-masks", default=_seg("clean_masks"), show_default=True,
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
@@ -72,7 +75,7 @@ def _seg(name: str):
 def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine, precision,
                       int8_min_dice, dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
-                      clean_masks, no_dedupe, overwrite, **layout_kw):
+                      clean_masks, motion, no_dedupe, overwrite, **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
     import sys
 
@@ -88,7 +91,8 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                            reference=reference, reference_mask=reference_mask,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
-                           clean_masks=clean_masks, dedupe=not no_dedupe, overwrite=overwrite, **layout_overrides(layout_kw))
+                           clean_masks=clean_masks, motion=motion, dedupe=not no_dedupe, overwrite=overwrite,
+                           **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress(),
                            command_line=["ceuspipe", *sys.argv[1:]])
     tic = report.tic or {}

@@ -329,6 +329,21 @@ def _fit_rows(tic: dict) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ the page
 
 
+def _motion_section(out: Path, motion: dict | None) -> str:
+    """In-plane motion: ``motion.png`` and the summary of segment.json (a note when off)."""
+    if not isinstance(motion, dict):
+        return '<section id="motion"><h2>Motion</h2><p class="muted">not measured (--no-motion)</p></section>'
+    png = out / "motion.png"
+    plot = img_tag(data_uri(png.read_bytes(), "image/png"), "in-plane motion", "wide") if png.is_file() else ""
+    rows = [("frames out of plane", f"{motion.get('frames_out_of_plane')} of {motion.get('frames')} (left out of "
+                                    "the curve)"),
+            ("RMS displacement", f"{fmt_num(motion.get('rms_displacement_px'))} px"),
+            ("largest displacement", f"{fmt_num(motion.get('max_displacement_px'))} px"),
+            ("score threshold", fmt_num(motion.get("score_threshold")))]
+    return ('<section id="motion"><h2>Motion (from the B-mode panel)</h2>' + plot
+            + _kv_table([(k, esc(v)) for k, v in rows]) + "</section>")
+
+
 def build_exam_report(out_dir: str | os.PathLike) -> str:
     """The HTML of ``out_dir``'s report, from its files only (see the module doc).
     Raises :class:`InputError` when ``segment.json``, ``tic.json`` or ``overlay.mp4``
@@ -416,6 +431,7 @@ def build_exam_report(out_dir: str | os.PathLike) -> str:
             sections.append("<h2>Lesion relative to the reference (rPE, rWiAUC, ..., dTTP)</h2>"
                             + _parameter_table(relative, "relative-parameters"))
     sections.append("</section>")
+    sections.append(_motion_section(out, seg.get("motion")))
     sections.append(f'<section id="fit"><h2>Fit quality</h2>{_kv_table(_fit_rows(tic))}</section>')
     sections.append(f'<section id="model"><h2>Model</h2>{_kv_table(_model_rows(seg))}</section>')
     sections.append(f'<section id="run"><h2>Run</h2>{_kv_table(_run_rows(seg, tic))}</section>')

@@ -38,6 +38,9 @@ class SegmentConfig(LayoutOptions):
     ``clean_masks``: keep each frame's largest connected component and fill its holes.
     ``dedupe``: detect repeated frames (:mod:`ceuspipe.segment.repeats`), segment
     each acquired frame once and fit the curve on acquired frames only.
+    ``motion``: measure each acquired frame's in-plane displacement from the B-mode panel
+    (:mod:`ceuspipe.motion`); a ``reference_mask`` follows it and frames out of plane are
+    left out of the curve.
     ``precision``: ``auto|fp32|int8`` (:mod:`ceuspipe.segment.precision`; auto = a
     checkpoint on the CPU runs its cached int8 model, checked on every clip against
     fp32 and redone with fp32 when the check fails). ``int8_min_dice``: the bound on
@@ -65,6 +68,7 @@ class SegmentConfig(LayoutOptions):
     reference_width_mm: float | None = None
     clean_masks: bool = False
     dedupe: bool = True
+    motion: bool = True
     precision: str = "auto"
     int8_min_dice: float = MIN_DICE
 
@@ -96,8 +100,9 @@ class SegmentConfig(LayoutOptions):
         configs.number("reference_width_mm", self.reference_width_mm, above=0, optional=True, unit="mm")
         if self.reference_mask is not None and not self.reference:
             raise configs.ConfigError("reference_mask", "given while the reference region is off (reference false)")
-        if not isinstance(self.dedupe, bool):
-            raise configs.ConfigError("dedupe", f"must be true or false, not {self.dedupe!r}")
+        for name in ("dedupe", "motion"):
+            if not isinstance(getattr(self, name), bool):
+                raise configs.ConfigError(name, f"must be true or false, not {getattr(self, name)!r}")
         configs.choice("precision", self.precision, PRECISIONS)
         configs.number("int8_min_dice", self.int8_min_dice, minimum=0, maximum=1)
         try:  # what the engines can do, checked in one place

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.motion import FrameMotion, from_reference
 from ceuspipe.preprocess import to_gray
 from ceuspipe.tic.reference import ImagedArea, reference_ring
 from ceuspipe.video.layout import CONTENT_THRESHOLD
@@ -31,14 +32,19 @@ class ReferenceRegion:
         self._imaged = ImagedArea(threshold=CONTENT_THRESHOLD)
         self._last_mask: np.ndarray | None = None  # the last non-empty lesion mask
 
-    def mask_for(self, image: np.ndarray, ceus_gray: np.ndarray, lesion: np.ndarray) -> np.ndarray | None:
+    def mask_for(self, image: np.ndarray, ceus_gray: np.ndarray, lesion: np.ndarray,
+                 motion: FrameMotion | None = None) -> np.ndarray | None:
         """The reference mask ``(h, w) bool`` of a frame (CEUS panel size), or None (off, or no
         lesion found yet). ``image``: the full ``(H, W, 3)`` frame; ``ceus_gray``: its CEUS
-        panel grey ``(h, w) uint8``; ``lesion``: the frame's mask ``(h, w) uint8`` 0/1."""
+        panel grey ``(h, w) uint8``; ``lesion``: the frame's mask ``(h, w) uint8`` 0/1;
+        ``motion``: its displacement from the clip's reference, which a user's fixed mask
+        (drawn on the reference) follows. The ring follows the lesion mask already."""
         if not self.enabled:
             return None
         if self.user_mask is not None:
-            return self.user_mask
+            if motion is None or (motion.dx_px == 0.0 and motion.dy_px == 0.0):
+                return self.user_mask
+            return from_reference(self.user_mask, motion)
         us_gray = to_gray(crop(image, self.layout.us)) if self._imaged.learning else None
         area = self._imaged.update(ceus_gray, us_gray)
         if lesion.any():

@@ -158,18 +158,20 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
             layout=stats.layout, checkpoint=Path(checkpoint) if checkpoint is not None else None,
             model_config=spec.config if spec is not None else {}, model_quantization=plan.quantization,
             precision=plan.record, frames_repeated=stats.frames_repeated, acquisition_fps=stats.acquisition_fps)
+        motion = _write_motion(tmp, clip, stats)
         meta = {**_model_record(spec, report), "threshold": threshold, "layout": report.layout.to_dict(),
                 "dynamic_range_db": config.dynamic_range_db, "versions": _versions(),
                 "layout_decision": stats.layout_decision, "warnings": stats.warnings, "precision": plan.record,
                 "inference": plan.predictor.inference_record(), "reference_region": reference_record(config),
-                "clean_masks": config.clean_masks,
+                "clean_masks": config.clean_masks, "motion": motion,
                 "command_line": list(command_line) if command_line is not None else None}
-        report.tic = _write_tic(tmp, stats.tic, meta, config)
+        report.tic = _write_tic(tmp, stats.tic, meta, config, exclude=stats.out_of_plane())
         report.wall_s = time.perf_counter() - t_start
         summary = {**meta, **report.to_dict(), "tic": _tic_summary(report.tic),
                    "temporal_smoothing": config.temporal_smoothing,
                    "sample_fps": config.sample_fps, "dedupe": config.dedupe,
-                   "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png", REPORT_NAME]}
+                   "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png",
+                               *(["motion.csv", "motion.png"] if motion is not None else []), REPORT_NAME]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         write_exam_report(tmp)  # last: a folder without report.html is never a complete output
     return report
@@ -275,10 +277,31 @@ def _stream_with_check(clip: Path, tmp: Path, plan: PrecisionPlan, size: int, co
     return stats
 
 
-def _write_tic(tmp: Path, acc, meta: dict, config: SegmentConfig) -> dict:
-    """Fit the curve and write ``tic.csv``, ``tic.json`` (with ``meta``), ``tic.png``."""
+def _write_motion(tmp: Path, clip: Path, stats: StreamResult) -> dict | None:
+    """Write ``motion.csv`` and ``motion.png``; the summary for segment.json (None: motion off).
+    Frames out of plane add one warning: they are left out of the curve."""
+    if stats.motion is None:
+        return None
+    from ceuspipe.motion import SCORE_THRESHOLD, motion_summary, write_motion_csv
+    from ceuspipe.motion.plot import plot_motion
+
+    write_motion_csv(tmp / "motion.csv", stats.motion)
+    if stats.motion:
+        plot_motion(stats.motion, tmp / "motion.png", SCORE_THRESHOLD)
+    summary = motion_summary(stats.motion)
+    if summary["frames_out_of_plane"]:
+        line = (f"{clip}: {summary['frames_out_of_plane']} of {summary['frames']} frames out of plane "
+                f"(B-mode match score < {SCORE_THRESHOLD:g}): left out of the curve")
+        log.warning("%s", line)
+        stats.warnings.append(line)
+    return summary
+
+
+def _write_tic(tmp: Path, acc, meta: dict, config: SegmentConfig, exclude=None) -> dict:
+    """Fit the curve and write ``tic.csv``, ``tic.json`` (with ``meta``), ``tic.png``;
+    ``exclude``: ``(n,) bool`` rows left out (frames out of plane)."""
     from ceuspipe.tic import write_tic_outputs
 
-    result = acc.result(model=config.tic_model)
+    result = acc.result(model=config.tic_model, exclude=exclude)
     write_tic_outputs(result, tmp, source=meta["source"], extra=meta)
     return result.to_json_dict()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.motion import FrameMotion, MotionEstimator
 from ceuspipe.preprocess import to_gray
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.int8_check import ClipCheck
@@ -67,6 +68,7 @@ class FrameItem:
     us_in: np.ndarray      # (S, S) float32
     repeat_of: int | None = None  # index of the frame this one repeats (no inference)
     check: bool = False           # also run through fp32 for the int8 check
+    motion: FrameMotion | None = None  # in-plane displacement (acquired frames, with motion on)
 
 
 @dataclass
@@ -88,6 +90,11 @@ class StreamResult:
     warnings: list[str] = field(default_factory=list)
     frames_repeated: int = 0
     acquisition_fps: float | None = None
+    motion: list[FrameMotion] | None = None  # per acquired frame, in curve order (None: motion off)
+
+    def out_of_plane(self) -> np.ndarray | None:
+        """``(n,) bool`` per curve row: frames left out as out of plane (None: motion off)."""
+        return None if self.motion is None else np.array([not m.used for m in self.motion], dtype=bool)
 
 
 class Int8Disagrees(Exception):
@@ -108,12 +115,13 @@ class DecodeStage:
     """Frames of ``clip_stream`` -> :class:`FrameItem` (model inputs, repeat marks) into ``out``.
 
     Also measures how much both panels change (:class:`~ceuspipe.video.panel_change.PanelChangeMeter`,
-    acquired frames only), for the swapped-panel warning."""
+    acquired frames only), for the swapped-panel warning, and with ``motion`` each acquired
+    frame's in-plane displacement from the B-mode panel (:mod:`ceuspipe.motion`)."""
 
     def __init__(self, clip_stream, size: int, out: Channel, repeats: RepeatDetector,
-                 check: ClipCheck | None = None):
+                 check: ClipCheck | None = None, motion: MotionEstimator | None = None):
         self.clip_stream, self.size, self.out = clip_stream, size, out
-        self.repeats, self.check = repeats, check
+        self.repeats, self.check, self.motion = repeats, check, motion
         self.changes = PanelChangeMeter()
 
     def run(self) -> None:
@@ -121,9 +129,12 @@ class DecodeStage:
         try:
             for f in self.clip_stream:
                 ceus_gray = to_gray(crop(f.image, layout.ceus))
+                us_panel = crop(f.image, layout.us)
                 item = FrameItem(f.index, f.time_s, f.image, ceus_gray, prepare_panel(ceus_gray, self.size),
-                                 prepare_panel(crop(f.image, layout.us), self.size))
+                                 prepare_panel(us_panel, self.size))
                 item.repeat_of = self.repeats(item.index, item.ceus_in, item.us_in)
+                if self.motion is not None and item.repeat_of is None:
+                    item.motion = self.motion.add(item.index, item.time_s, to_gray(us_panel))
                 item.check = self.check is not None and item.repeat_of is None and self.check.wants(item.time_s)
                 if item.repeat_of is None:  # changes between acquired frames, not their repeats
                     self.changes.add(item.time_s, item.ceus_in, item.us_in, scale=255.0)
@@ -226,7 +237,8 @@ class EncodeStage:
     """``(item, prob)`` of ``inp`` -> thresholded CEUS-panel mask -> ``mask_video``,
     ``overlay_video`` (every frame) and ``curve`` (acquired frames; a repeat is counted).
 
-    ``frames``, ``repeated`` and ``last_time_s`` say what it wrote."""
+    ``frames``, ``repeated`` and ``last_time_s`` say what it wrote; ``motions`` the acquired
+    frames' displacements in curve order (when the decode stage measured them)."""
 
     def __init__(self, inp: Channel, layout: PanelLayout, threshold: float, *, clean: bool, mask_video,
                  overlay_video, curve, reference: ReferenceRegion):
@@ -234,6 +246,7 @@ class EncodeStage:
         self.mask_video, self.overlay_video = mask_video, overlay_video
         self.curve, self.reference = curve, reference
         self.frames, self.repeated, self.last_time_s = 0, 0, 0.0
+        self.motions: list[FrameMotion] = []
 
     def run(self) -> None:
         ceus, mask = self.layout.ceus, None
@@ -253,7 +266,9 @@ class EncodeStage:
                 ov = np.pad(ov, ((0, ov.shape[0] % 2), (0, ov.shape[1] % 2), (0, 0)))
             self.overlay_video.write(ov, item.time_s)
             if prob is not None:
-                ref = self.reference.mask_for(item.image, item.ceus_gray, mask)
+                if item.motion is not None:
+                    self.motions.append(item.motion)
+                ref = self.reference.mask_for(item.image, item.ceus_gray, mask, item.motion)
                 self.curve.add(item.index, item.time_s, item.ceus_gray, mask, reference_mask=ref)
 
 
@@ -287,7 +302,8 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
     reference = ReferenceRegion(clip, layout, config)
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
     decode = DecodeStage(clip_stream, size, decoded, RepeatDetector(config.dedupe),
-                         int8_check.check if int8_check else None)
+                         int8_check.check if int8_check else None,
+                         MotionEstimator() if config.motion else None)
     infer = InferStage(predictor, decoded, predicted, batch_size=config.batch_size,
                        queue_frames=config.queue_frames, smoother=TemporalMedian(config.temporal_smoothing),
                        int8_check=int8_check, on_frame=lambda: bar.update(1))
@@ -334,4 +350,5 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
                         layout_decision=clip_stream.decision.to_dict(), tic=curve, stream_s=stream_s,
                         warnings=layout_warnings(clip, layout, decode.changes.ceus_changes,
                                                  decode.changes.us_changes),
-                        frames_repeated=encode.repeated, acquisition_fps=acq_fps)
+                        frames_repeated=encode.repeated, acquisition_fps=acq_fps,
+                        motion=encode.motions if config.motion else None)

@@ -141,12 +141,13 @@ def test_segment_video_writes_a_complete_report(env):
         assert section in page.sections, section
     # source: the file name only, never its folder
     assert "exam1.mp4" in page.all_text and str(env.clip.parent) not in html
-    # 1 layout preview + 4..6 overlay frames + the TIC plot, all embedded and decodable
-    assert 6 <= len(page.images) <= 8
+    # 1 layout preview + 4..6 overlay frames + the TIC plot + the motion plot, all embedded and decodable
+    assert 7 <= len(page.images) <= 9 and "motion" in page.sections
     assert all(src.startswith("data:image/") for src in page.images)
     shapes = [_decode_data_uri(src).shape for src in page.images]
-    assert shapes[-1] == cv2.imread(str(env.out / "tic.png")).shape  # tic.png verbatim
-    assert len(re.findall(r'<figure data-phase="', html)) == len(page.images) - 2
+    assert shapes[-2] == cv2.imread(str(env.out / "tic.png")).shape  # tic.png verbatim
+    assert shapes[-1] == cv2.imread(str(env.out / "motion.png")).shape  # motion.png verbatim
+    assert len(re.findall(r'<figure data-phase="', html)) == len(page.images) - 3
     # parameters with units, model identity, versions, fit quality
     assert {"PE", "TTP", "mTT", "QOF"} <= set(page.params) and not any(p.startswith("fit_") for p in page.params)
     text = page.all_text

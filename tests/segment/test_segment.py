@@ -55,7 +55,8 @@ def _frames(path):
 def test_outputs_present_and_report(env, run):
     report, out = run
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["mask.mkv", "overlay.mp4", "report.html", "segment.json", "tic.csv", "tic.json", "tic.png"]
+    assert names == ["mask.mkv", "motion.csv", "motion.png", "overlay.mp4", "report.html", "segment.json", "tic.csv",
+                     "tic.json", "tic.png"]
     n = env["truth"]["n_frames"]
     assert report.frames == n == report.frames_decoded
     assert report.engine == "onnx" and report.device == "cpu"
