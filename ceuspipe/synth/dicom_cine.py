@@ -54,7 +54,7 @@ class DicomCineWriter:
     ``encoding``: ``"rgb"`` or ``"jpeg"``; ``fps`` frames per second;
     ``regions``: ``[(box, cm_per_px), ...]`` for the Sequence of Ultrasound
     Regions, or ``None`` for none; ``patient``: ``{"name", "id", "date"}`` for the
-    (synthetic) patient module. Use as a context manager.
+    (synthetic) patient module; the study and series get new UIDs. Use as a context manager.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, n_frames: int, *, fps: float,
@@ -92,6 +92,18 @@ class DicomCineWriter:
         ds.PatientName = patient.get("name", "PHANTOM^CEUS")
         ds.PatientID = patient.get("id", "PHANTOM")
         ds.StudyDate = str(patient.get("date", "")).replace("-", "")
+        # General Study / Series identification (Type 1 and 2), as every scanner writes it:
+        # derived objects (a DICOM Segmentation) join the source's study and name its series.
+        ds.PatientBirthDate = ""
+        ds.PatientSex = ""
+        ds.StudyInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        ds.StudyTime = ""
+        ds.StudyID = ""
+        ds.AccessionNumber = ""
+        ds.ReferringPhysicianName = ""
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = 1
         ds.Manufacturer = "ceuspipe phantom"
         ds.Rows, ds.Columns = self.height, self.width
         ds.NumberOfFrames = self.n_frames
