@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
 
 from ceuspipe.dataset.formats.labelme import read_json
@@ -140,22 +141,28 @@ def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(flat.reshape(width, height).T)
 
 
+def polygons_area(path: Path, kf: KeyFrame, frame: str, seg: list, what: str) -> np.ndarray:
+    """CEUS-crop ``(h, w)`` uint8 0/1 mask of COCO polygons ``seg`` (``[[x0, y0, x1, y1, ...],
+    ...]``, pixel edges) drawn on image ``frame``: the pixels whose centre is inside one."""
+    c = kf.layout.ceus
+    mask = np.zeros((c.h, c.w), dtype=np.uint8)
+    for i, flat in enumerate(seg):
+        name = f"{what} polygon {i}"
+        try:
+            if not isinstance(flat, list) or len(flat) % 2:
+                raise ValueError("not a flat [x0, y0, x1, y1, ...] list")
+            pts = np.asarray(flat, dtype=np.float64).reshape(-1, 2) - 0.5  # pixel edges -> centres
+        except (TypeError, ValueError) as exc:
+            raise InputError(path, f"{name}: invalid points ({exc})") from None
+        mask |= fill_polygons([polygon_on_crop(path, kf, frame, pts, name)], c.h, c.w, outline=False)
+    return mask
+
+
 def _annotation_area(path: Path, kf: KeyFrame, frame: str, ann: dict, what: str) -> np.ndarray:
     """CEUS-crop uint8 0/1 mask of one COCO annotation on image ``frame``."""
     seg = ann.get("segmentation")
     if isinstance(seg, list) and seg:
-        c = kf.layout.ceus
-        mask = np.zeros((c.h, c.w), dtype=np.uint8)
-        for i, flat in enumerate(seg):
-            name = f"{what} polygon {i}"
-            try:
-                if not isinstance(flat, list) or len(flat) % 2:
-                    raise ValueError("not a flat [x0, y0, x1, y1, ...] list")
-                pts = np.asarray(flat, dtype=np.float64).reshape(-1, 2) - 0.5  # pixel edges -> centres
-            except (TypeError, ValueError) as exc:
-                raise InputError(path, f"{name}: invalid points ({exc})") from None
-            mask |= fill_polygons([polygon_on_crop(path, kf, frame, pts, name)], c.h, c.w, outline=False)
-        return mask
+        return polygons_area(path, kf, frame, seg, what)
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         lay = kf.layout
         want = [lay.frame_height, lay.frame_width] if frame == "full" else [lay.ceus.h, lay.ceus.w]
@@ -204,3 +211,26 @@ def read(path: Path, kf: KeyFrame, label: str | None = None) -> np.ndarray:
     if not mask.any():
         raise InputError(path, f"image {name!r}: annotations cover no pixel (empty mask)")
     return mask
+
+
+def coco_document(images: list[tuple[str, int, int, list[np.ndarray]]], category: str = "lesion",
+                  info: dict | None = None) -> dict:
+    """A COCO JSON document (for CVAT and Label Studio) with one image per ``(file_name,
+    width, height, polygons)`` entry and one annotation of category ``category`` per
+    polygon; ``polygons`` are ``(n, 2)`` pixel-centre points (written in COCO's pixel-edge
+    coordinates, plus 0.5 px). ``info``: COCO's ``info`` object. Annotation ``area`` is
+    the polygon's area, ``bbox`` its ``[x, y, w, h]`` in pixel edges."""
+    out_images, annotations = [], []
+    for image_id, (file_name, width, height, polygons) in enumerate(images, start=1):
+        out_images.append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height)})
+        for poly in polygons:
+            pts = np.asarray(poly, dtype=np.float64) + 0.5  # pixel centres -> pixel edges
+            x0, y0 = pts.min(axis=0)
+            x1, y1 = pts.max(axis=0)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                "segmentation": [[round(float(v), 3) for v in pts.reshape(-1)]],
+                                "area": round(float(cv2.contourArea(pts.astype(np.float32))), 3),
+                                "bbox": [round(float(v), 3) for v in (x0, y0, x1 - x0, y1 - y0)],
+                                "iscrowd": 0})
+    return {"info": dict(info or {}), "licenses": [], "images": out_images, "annotations": annotations,
+            "categories": [{"id": 1, "name": category, "supercategory": ""}]}
