@@ -81,6 +81,12 @@ def build_dataset_cmd(keyframes_dir, annotations_dir, out, frames_per_patient, t
         click.echo(f"patients with fewer annotated frames than requested: {len(b.shortfall)}")
     if r.patients_without_annotation:
         click.echo(f"patients left out (no annotated frame): {len(r.patients_without_annotation)}")
+    if r.proposals.outcomes:
+        pr = r.proposals.summary()
+        change = pr["mean_boundary_change_px"]
+        click.echo(f"machine proposals: {pr['proposals']}: {pr['accepted']} accepted unchanged, {pr['edited']} edited, "
+                   f"{pr['redrawn']} redrawn; mean boundary change "
+                   f"{'n/a' if change is None else f'{change:.2f} px'} (proposals.csv)")
     for p in r.problems:
         click.echo(f"  problem: {p}", err=True)
     click.echo(f"dataset: {out}/dataset.json")

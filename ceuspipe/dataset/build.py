@@ -3,14 +3,15 @@
 Steps: read the key-frame index (:mod:`keyframe_index`), import annotations
 (:mod:`annotations`), choose ``frames_per_patient`` annotated frames per patient
 with grey-level balancing (:mod:`balance`), split patients train/test
-(:mod:`split`) and write the nnU-Net-like folder (:mod:`layout_nnunet`) through
+(:mod:`split`), count what annotators did with machine proposals (:mod:`proposals`:
+accepted, edited, redrawn) and write the nnU-Net-like folder (:mod:`layout_nnunet`) through
 :func:`ceuspipe.fsutil.atomic_dir` (complete or nothing).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from ceuspipe import __version__
 from ceuspipe.dataset.annotations import AnnotationProblem, import_annotations
 from ceuspipe.dataset.balance import BalanceResult, Candidate, balance_selection
 from ceuspipe.dataset.keyframe_index import KeyFrame, load_keyframe_index
+from ceuspipe.dataset.proposals import PROPOSAL_COLUMNS, ProposalReview, review_proposals
 from ceuspipe.dataset.layout_nnunet import (CHANNEL_NAMES, FILE_ENDING, LABELS, MANIFEST_COLUMNS,
                                             case_ids, plot_grey_levels, write_case, write_csv,
                                             write_json)
@@ -85,7 +87,9 @@ class BuildConfig:
 
 @dataclass
 class BuildReport:
-    """What :func:`build_dataset` did. ``cases``: case id -> (patient, split)."""
+    """What :func:`build_dataset` did. ``cases``: case id -> (patient, split); ``proposals``:
+    what the annotators did with ``ceuspipe prelabel``'s proposals (every annotated frame
+    whose file carries one, also those not drawn into the dataset)."""
 
     out_dir: Path
     cases: dict[str, tuple[str, str]]
@@ -97,6 +101,7 @@ class BuildReport:
     balance: BalanceResult
     split: PatientSplit
     patients_without_annotation: list[str] = field(default_factory=list)
+    proposals: ProposalReview = field(default_factory=ProposalReview)
 
     @property
     def n_train(self) -> int:
@@ -182,8 +187,12 @@ def build_dataset(config: BuildConfig) -> BuildReport:
     if not frames:
         raise InputError(Path(cfg.keyframes_dir) / "manifest.csv", "lists no key frame")
     ann = import_annotations(cfg.annotations_dir, frames, cfg.label, cfg.formats)
+    review = review_proposals(ann.files, ann.masks, frames)
     if cfg.pseudonymize is not None:
+        original = [f.stem for f in frames]
         frames, ann = _pseudonymize(frames, ann, cfg)
+        renamed = dict(zip(original, (f.stem for f in frames)))
+        review.outcomes = [replace(o, stem=renamed[o.stem]) for o in review.outcomes]
     by_stem: dict[str, KeyFrame] = {f.stem: f for f in frames}
     if not ann.masks:
         raise InputError(cfg.annotations_dir, f"no usable annotation for any of the {len(frames)} key frames "
@@ -256,7 +265,8 @@ def build_dataset(config: BuildConfig) -> BuildReport:
                            "max_tries": cfg.max_tries, "ks_threshold": cfg.ks_threshold},
             "annotations": {"keyframes": len(frames), "annotated": len(ann.masks),
                             "unannotated": len(ann.unannotated), "problems": len(ann.problems),
-                            "unmatched_files": len(ann.unmatched), "label": cfg.label},
+                            "unmatched_files": len(ann.unmatched), "label": cfg.label,
+                            "proposals": review.summary()},
             "patients": {"included": len(bal.selection), "without_annotation": without,
                          "shortfall": {p: list(v) for p, v in sorted(bal.shortfall.items())}},
             "sources": sources,
@@ -265,6 +275,7 @@ def build_dataset(config: BuildConfig) -> BuildReport:
         write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
         write_csv(tmp / "problems.csv", ("file", "stem", "problem"),
                   [{"file": p.file, "stem": p.stem or "", "problem": p.problem} for p in ann.problems])
+        write_csv(tmp / "proposals.csv", PROPOSAL_COLUMNS, review.rows())
         gray = {f.stem: f.ceus_gray for f in frames}
         plot_grey_levels(tmp / "grey_levels.png",
                          [gray[s] for p in sorted(candidates) for s in (c.key for c in candidates[p])],
@@ -278,4 +289,4 @@ def build_dataset(config: BuildConfig) -> BuildReport:
                                                          for c, s in stem_of.items()},
                        n_keyframes=len(frames), n_annotated=len(ann.masks), unannotated=ann.unannotated,
                        problems=ann.problems, unmatched=ann.unmatched, balance=bal, split=split,
-                       patients_without_annotation=without)
+                       patients_without_annotation=without, proposals=review)
