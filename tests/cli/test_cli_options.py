@@ -13,12 +13,13 @@ from ceuspipe.keyframes import KeyframeConfig
 from ceuspipe.segment.config import SegmentConfig
 from ceuspipe.synth.config import PhantomConfig
 from ceuspipe.dataset.build import BuildConfig
+from ceuspipe.dataset.prelabel import PrelabelConfig
 from ceuspipe.train.config import TrainConfig
 
 
 @pytest.mark.parametrize("command,config", [("segment-video", SegmentConfig), ("train", TrainConfig),
                                             ("keyframes", KeyframeConfig), ("synth", PhantomConfig),
-                                            ("build-dataset", BuildConfig)])
+                                            ("build-dataset", BuildConfig), ("prelabel", PrelabelConfig)])
 def test_cli_defaults_are_the_config_defaults(command, config):
     cmd = main.commands[command]
     fields = {f.name: f for f in dataclasses.fields(config)}
@@ -35,7 +36,8 @@ def test_cli_defaults_are_the_config_defaults(command, config):
             continue  # None on the command line means "the config's default" (e.g. --scorer)
         assert default == want, (command, param.name, default, want)
         compared += 1
-    assert compared >= {"segment-video": 12, "train": 11, "keyframes": 2, "synth": 11, "build-dataset": 8}[command]
+    assert compared >= {"segment-video": 12, "train": 11, "keyframes": 2, "synth": 11, "build-dataset": 8,
+                         "prelabel": 9}[command]
 
 
 @pytest.mark.parametrize("command", ["keyframes", "segment-video", "layout", "export"])

@@ -19,7 +19,7 @@ from ceuspipe.dataset.annotations import import_annotations
 from ceuspipe.dataset.formats import coco, labelme
 from ceuspipe.errors import InputError
 from ceuspipe.video.panels import Box, PanelLayout
-from support.annotations import kf
+from support.annotations import boundary_gap, kf
 
 # pycocotools 2.0.x calls np.array(copy=False) under numpy 2: its warning, not ours
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools"
 # A CEUS panel big enough for shapes of some size, inside a larger frame.
 BIG = PanelLayout(ceus=Box(24, 10, 120, 90), us=Box(150, 10, 120, 90), frame_width=280, frame_height=110)
 STEM = "P1__E1__0003"
-
-
-def boundary_gap(mine: np.ndarray, ref: np.ndarray) -> int:
-    """Largest chessboard distance (px) from a pixel where ``mine`` and ``ref`` differ to the
-    nearest pixel that has ``mine``'s value in ``ref``: 0 when equal, 1 when the outlines are
-    at most one pixel apart."""
-    ref = (ref != 0).astype(np.uint8)
-    extra = (mine != 0) & (ref == 0)
-    missing = (mine == 0) & (ref != 0)
-    gap = 0.0
-    if extra.any():
-        gap = max(gap, cv2.distanceTransform(1 - ref, cv2.DIST_C, 3)[extra].max())
-    if missing.any():
-        gap = max(gap, cv2.distanceTransform(ref, cv2.DIST_C, 3)[missing].max())
-    return int(round(gap))
 
 
 def png_b64(mask: np.ndarray) -> str:

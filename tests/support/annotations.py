@@ -38,3 +38,18 @@ def to_full(poly):
 def write_png(path: Path, mask: np.ndarray) -> Path:
     assert cv2.imwrite(str(path), mask)
     return path
+
+
+def boundary_gap(mine: np.ndarray, ref: np.ndarray) -> int:
+    """Largest chessboard distance (px) from a pixel where ``mine`` and ``ref`` differ to the
+    nearest pixel that has ``mine``'s value in ``ref``: 0 when equal, 1 when the outlines are
+    at most one pixel apart."""
+    ref = (ref != 0).astype(np.uint8)
+    extra = (mine != 0) & (ref == 0)
+    missing = (mine == 0) & (ref != 0)
+    gap = 0.0
+    if extra.any():
+        gap = max(gap, cv2.distanceTransform(1 - ref, cv2.DIST_C, 3)[extra].max())
+    if missing.any():
+        gap = max(gap, cv2.distanceTransform(ref, cv2.DIST_C, 3)[missing].max())
+    return int(round(gap))

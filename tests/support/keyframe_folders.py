@@ -18,9 +18,12 @@ COLUMNS = ("patient_id,exam_id,source,sample_index,time_s,score,ceus_gray,frame_
 LESION = [[8, 6], [22, 7], [24, 20], [10, 21]]  # CEUS-crop coordinates
 
 
-def make_keyframes(root: Path, n_patients: int = 9, n_frames: int = 6, seed: int = 0) -> Path:
+def make_keyframes(root: Path, n_patients: int = 9, n_frames: int = 6, seed: int = 0,
+                   layout: PanelLayout | None = None) -> Path:
     """Write a KF_OUT folder in the format of `ceuspipe keyframes`: one exam per
-    patient, ``n_frames`` key frames 10 s apart whose CEUS grey level follows a bolus."""
+    patient, ``n_frames`` key frames 10 s apart whose CEUS grey level follows a bolus
+    (panels of ``layout``, default :data:`LAYOUT`)."""
+    LAYOUT = layout or globals()["LAYOUT"]  # noqa: N806 (the module's layout unless given)
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
