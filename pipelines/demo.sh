@@ -33,7 +33,7 @@ ceuspipe evaluate "$OUT/run/last.pt" "$OUT/dataset" -o "$OUT/run/eval"
 step "7/7 segment a held-out phantom clip: mask video, overlay, time-intensity curve"
 ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234 --preset ultrafast
 clip=$(find "$OUT/heldout" -name '*.mp4' | head -n 1)
-ceuspipe segment-video "$clip" --model "$OUT/run/last.pt" -o "$OUT/segment"
+ceuspipe segment-video "$clip" --model "$OUT/run/last.pt" -o "$OUT/segment" --maps
 
 printf '\nDemo finished. Outputs under %s/:\n' "$OUT"
 python - "$OUT" "$clip" <<'PY'

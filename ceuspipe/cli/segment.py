@@ -68,6 +68,12 @@ def _seg(name: str):
 @click.option("--motion/--no-motion", default=_seg("motion"), show_default=True,
               help="Measure each frame's in-plane motion from the B-mode panel (motion.csv, motion.png): a "
                    "--reference-mask follows it, frames out of plane stay out of the curve.")
+@click.option("--maps/--no-maps", default=_seg("maps"), show_default=True,
+              help="Perfusion maps: the bolus model fitted per block of the CEUS panel (maps.npz, map_*.png).")
+@click.option("--map-block-px", type=click.IntRange(min=1), default=_seg("map_block_px"), show_default=True,
+              help="Side of a map block (pixels of the CEUS panel).")
+@click.option("--map-block-mm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Side of a map block in mm instead (needs the pixel size).")
 @click.option("--clean-masks/--no-clean-masks", default=_seg("clean_masks"), show_default=True,
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
@@ -75,7 +81,7 @@ def _seg(name: str):
 def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine, precision,
                       int8_min_dice, dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
-                      clean_masks, motion, no_dedupe, overwrite, **layout_kw):
+                      clean_masks, motion, maps, map_block_px, map_block_mm, no_dedupe, overwrite, **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
     import sys
 
@@ -91,7 +97,8 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                            reference=reference, reference_mask=reference_mask,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
-                           clean_masks=clean_masks, motion=motion, dedupe=not no_dedupe, overwrite=overwrite,
+                           clean_masks=clean_masks, motion=motion, maps=maps, map_block_px=map_block_px,
+                           map_block_mm=map_block_mm, dedupe=not no_dedupe, overwrite=overwrite,
                            **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress(),
                            command_line=["ceuspipe", *sys.argv[1:]])

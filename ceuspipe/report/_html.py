@@ -74,3 +74,10 @@ def page(title: str, body: str, script: str = "") -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n{js}</body></html>\n")
+
+
+def kv_table(rows: list[tuple[str, str]], cls: str = "") -> str:
+    """A two-column table: ``rows`` of (label, HTML value); labels are escaped."""
+    c = f' class="{cls}"' if cls else ""
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<table{c}>{body}</table>"

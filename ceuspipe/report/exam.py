@@ -34,7 +34,8 @@ import numpy as np
 
 from ceuspipe.errors import InputError
 from ceuspipe.fsutil import atomic_write_text
-from ceuspipe.report._html import data_uri, encode_image, esc, fmt_num, img_tag, page, shrink
+from ceuspipe.report._html import data_uri, encode_image, esc, fmt_num, img_tag, kv_table, page, shrink
+from ceuspipe.report.perfusion_sections import maps_section, motion_section
 
 log = logging.getLogger("ceuspipe")
 
@@ -188,12 +189,6 @@ def _decode_frames(overlay: Path, wanted: list[float]) -> dict[float, np.ndarray
 # ------------------------------------------------------------------ sections
 
 
-def _kv_table(rows: list[tuple[str, str]], cls: str = "") -> str:
-    c = f' class="{cls}"' if cls else ""
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f"<table{c}>{body}</table>"
-
-
 def _parameter_table(params: dict, table_id: str) -> str:
     head = ("<tr><th>Parameter</th><th>Value</th><th>Unit</th><th>90 % interval</th><th>Std. error</th>"
             "<th>Flags</th><th>Meaning</th></tr>")
@@ -329,21 +324,6 @@ def _fit_rows(tic: dict) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ the page
 
 
-def _motion_section(out: Path, motion: dict | None) -> str:
-    """In-plane motion: ``motion.png`` and the summary of segment.json (a note when off)."""
-    if not isinstance(motion, dict):
-        return '<section id="motion"><h2>Motion</h2><p class="muted">not measured (--no-motion)</p></section>'
-    png = out / "motion.png"
-    plot = img_tag(data_uri(png.read_bytes(), "image/png"), "in-plane motion", "wide") if png.is_file() else ""
-    rows = [("frames out of plane", f"{motion.get('frames_out_of_plane')} of {motion.get('frames')} (left out of "
-                                    "the curve)"),
-            ("RMS displacement", f"{fmt_num(motion.get('rms_displacement_px'))} px"),
-            ("largest displacement", f"{fmt_num(motion.get('max_displacement_px'))} px"),
-            ("score threshold", fmt_num(motion.get("score_threshold")))]
-    return ('<section id="motion"><h2>Motion (from the B-mode panel)</h2>' + plot
-            + _kv_table([(k, esc(v)) for k, v in rows]) + "</section>")
-
-
 def build_exam_report(out_dir: str | os.PathLike) -> str:
     """The HTML of ``out_dir``'s report, from its files only (see the module doc).
     Raises :class:`InputError` when ``segment.json``, ``tic.json`` or ``overlay.mp4``
@@ -425,19 +405,20 @@ def build_exam_report(out_dir: str | os.PathLike) -> str:
         scalars = [(str(k), fmt_num(v) if isinstance(v, (int, float)) or v is None else esc(str(v)))
                    for k, v in ref.items() if not isinstance(v, (dict, list))]
         if scalars:
-            sections.append(_kv_table(scalars))
+            sections.append(kv_table(scalars))
         relative = tic.get("relative_parameters")
         if isinstance(relative, dict) and relative:
             sections.append("<h2>Lesion relative to the reference (rPE, rWiAUC, ..., dTTP)</h2>"
                             + _parameter_table(relative, "relative-parameters"))
     sections.append("</section>")
-    sections.append(_motion_section(out, seg.get("motion")))
-    sections.append(f'<section id="fit"><h2>Fit quality</h2>{_kv_table(_fit_rows(tic))}</section>')
-    sections.append(f'<section id="model"><h2>Model</h2>{_kv_table(_model_rows(seg))}</section>')
-    sections.append(f'<section id="run"><h2>Run</h2>{_kv_table(_run_rows(seg, tic))}</section>')
+    sections.append(motion_section(out, seg.get("motion")))
+    sections.append(maps_section(out, seg.get("maps")))
+    sections.append(f'<section id="fit"><h2>Fit quality</h2>{kv_table(_fit_rows(tic))}</section>')
+    sections.append(f'<section id="model"><h2>Model</h2>{kv_table(_model_rows(seg))}</section>')
+    sections.append(f'<section id="run"><h2>Run</h2>{kv_table(_run_rows(seg, tic))}</section>')
     versions = {**(tic.get("versions") or {}), **(seg.get("versions") or {})}
     sections.append('<section id="versions"><h2>Versions</h2>'
-                    + _kv_table([(k, esc(str(v))) for k, v in sorted(versions.items())]) + "</section>")
+                    + kv_table([(k, esc(str(v))) for k, v in sorted(versions.items())]) + "</section>")
     cmd = redact_command_line(seg.get("command_line"))
     cmd_html = f"<code>{esc(cmd)}</code>" if cmd else '<span class="muted">library call (no command line)</span>'
     sections.append(f'<section id="command"><h2>Command line</h2><p>{cmd_html}</p></section>')

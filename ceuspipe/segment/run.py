@@ -101,12 +101,6 @@ def default_out_dir(clip: str | os.PathLike) -> Path:
     return clip.parent / f"{safe_name(clip.stem)}{OUTPUT_SUFFIX}"
 
 
-def default_out_dir(clip: str | os.PathLike) -> Path:
-    """``<clip folder>/<clip stem>.ceuspipe`` (the stem sanitised)."""
-    clip = Path(clip)
-    return clip.parent / f"{safe_name(clip.stem)}{OUTPUT_SUFFIX}"
-
-
 def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
                   out_dir: str | os.PathLike | None = None,
                   config: SegmentConfig = SegmentConfig(), progress: bool = False,
@@ -159,11 +153,12 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
             model_config=spec.config if spec is not None else {}, model_quantization=plan.quantization,
             precision=plan.record, frames_repeated=stats.frames_repeated, acquisition_fps=stats.acquisition_fps)
         motion = _write_motion(tmp, clip, stats)
+        maps = _write_maps(tmp, stats, config)
         meta = {**_model_record(spec, report), "threshold": threshold, "layout": report.layout.to_dict(),
                 "dynamic_range_db": config.dynamic_range_db, "versions": _versions(),
                 "layout_decision": stats.layout_decision, "warnings": stats.warnings, "precision": plan.record,
                 "inference": plan.predictor.inference_record(), "reference_region": reference_record(config),
-                "clean_masks": config.clean_masks, "motion": motion,
+                "clean_masks": config.clean_masks, "motion": motion, "maps": maps,
                 "command_line": list(command_line) if command_line is not None else None}
         report.tic = _write_tic(tmp, stats.tic, meta, config, exclude=stats.out_of_plane())
         report.wall_s = time.perf_counter() - t_start
@@ -171,7 +166,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
                    "temporal_smoothing": config.temporal_smoothing,
                    "sample_fps": config.sample_fps, "dedupe": config.dedupe,
                    "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png",
-                               *(["motion.csv", "motion.png"] if motion is not None else []), REPORT_NAME]}
+                               *(["motion.csv", "motion.png"] if motion is not None else []),
+                               *([maps["file"], *maps["pngs"]] if maps is not None else []), REPORT_NAME]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         write_exam_report(tmp)  # last: a folder without report.html is never a complete output
     return report
@@ -294,6 +290,19 @@ def _write_motion(tmp: Path, clip: Path, stats: StreamResult) -> dict | None:
                 f"(B-mode match score < {SCORE_THRESHOLD:g}): left out of the curve")
         log.warning("%s", line)
         stats.warnings.append(line)
+    return summary
+
+
+def _write_maps(tmp: Path, stats: StreamResult, config: SegmentConfig) -> dict | None:
+    """Fit and write the perfusion maps (``maps.npz``, ``map_*.png``); their summary for
+    segment.json (None: maps off)."""
+    if stats.maps is None:
+        return None
+    t0 = time.perf_counter()
+    px = stats.layout.pixel_size_mm
+    summary = stats.maps.write(tmp, model=config.tic_model,
+                               pixel_size_mm=None if px is None else float(np.mean(px)))
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 
 

@@ -34,6 +34,7 @@ from ceuspipe.motion import FrameMotion, MotionEstimator
 from ceuspipe.preprocess import to_gray
 from ceuspipe.segment.cleanup import clean_mask
 from ceuspipe.segment.int8_check import ClipCheck
+from ceuspipe.segment.maps_output import MapCollector
 from ceuspipe.segment.overlay import overlay_frame
 from ceuspipe.segment.predictor import BatchResult, Predictor, prepare_panel, probability_to_mask, submit
 from ceuspipe.segment.reference_region import ReferenceRegion
@@ -91,6 +92,7 @@ class StreamResult:
     frames_repeated: int = 0
     acquisition_fps: float | None = None
     motion: list[FrameMotion] | None = None  # per acquired frame, in curve order (None: motion off)
+    maps: MapCollector | None = None  # block curves for the perfusion maps (None: maps off)
 
     def out_of_plane(self) -> np.ndarray | None:
         """``(n,) bool`` per curve row: frames left out as out of plane (None: motion off)."""
@@ -238,13 +240,14 @@ class EncodeStage:
     ``overlay_video`` (every frame) and ``curve`` (acquired frames; a repeat is counted).
 
     ``frames``, ``repeated`` and ``last_time_s`` say what it wrote; ``motions`` the acquired
-    frames' displacements in curve order (when the decode stage measured them)."""
+    frames' displacements in curve order (when the decode stage measured them). ``maps``: a
+    :class:`~ceuspipe.segment.maps_output.MapCollector` fed each acquired frame (None: off)."""
 
     def __init__(self, inp: Channel, layout: PanelLayout, threshold: float, *, clean: bool, mask_video,
-                 overlay_video, curve, reference: ReferenceRegion):
+                 overlay_video, curve, reference: ReferenceRegion, maps: MapCollector | None = None):
         self.inp, self.layout, self.threshold, self.clean = inp, layout, threshold, clean
         self.mask_video, self.overlay_video = mask_video, overlay_video
-        self.curve, self.reference = curve, reference
+        self.curve, self.reference, self.maps = curve, reference, maps
         self.frames, self.repeated, self.last_time_s = 0, 0, 0.0
         self.motions: list[FrameMotion] = []
 
@@ -270,6 +273,9 @@ class EncodeStage:
                     self.motions.append(item.motion)
                 ref = self.reference.mask_for(item.image, item.ceus_gray, mask, item.motion)
                 self.curve.add(item.index, item.time_s, item.ceus_gray, mask, reference_mask=ref)
+                if self.maps is not None:
+                    us = to_gray(crop(item.image, self.layout.us)) if self.maps.learning else None
+                    self.maps.add(item.time_s, item.ceus_gray, us, mask, item.motion)
 
 
 def overlay_threads(predictor: Predictor) -> int:
@@ -278,6 +284,17 @@ def overlay_threads(predictor: Predictor) -> int:
     1.5 per core with 2 cores), FFmpeg's default (0) when a GPU runs it and x264 could be the
     slowest stage."""
     return 1 if predictor.device == "cpu" else 0
+
+
+def map_block_px(clip: Path, config, layout: PanelLayout) -> int:
+    """The maps' block side in px: ``config.map_block_mm`` over the layout's pixel size, or
+    ``config.map_block_px``. Raises :class:`InputError` for a size in mm without a pixel size."""
+    if config.map_block_mm is None:
+        return int(config.map_block_px)
+    if layout.pixel_size_mm is None:
+        raise InputError(clip, "map block size in mm needs the pixel size (DICOM ultrasound regions or "
+                               "pixel_size_mm in the layout); give --map-block-px instead")
+    return max(1, round(config.map_block_mm / float(np.mean(layout.pixel_size_mm))))
 
 
 def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, config, threshold: float,
@@ -300,6 +317,8 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
     predicted = group.channel(config.queue_frames, "predicted masks")
     curve = TicAccumulator(config.dynamic_range_db, reference=config.reference)
     reference = ReferenceRegion(clip, layout, config)
+    maps = (MapCollector((layout.ceus.h, layout.ceus.w), block_px=map_block_px(clip, config, layout),
+                         dynamic_range_db=config.dynamic_range_db) if config.maps else None)
     bar = tqdm(desc=f"segment {clip.name}", unit="frame", disable=not progress)
     decode = DecodeStage(clip_stream, size, decoded, RepeatDetector(config.dedupe),
                          int8_check.check if int8_check else None,
@@ -319,7 +338,7 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
                                             "x264-params": OVERLAY_X264_PARAMS},
                                    threads=overlay_threads(predictor)))
         encode = EncodeStage(predicted, layout, threshold, clean=config.clean_masks, mask_video=writers[0],
-                             overlay_video=writers[1], curve=curve, reference=reference)
+                             overlay_video=writers[1], curve=curve, reference=reference, maps=maps)
         group.start(decode.run, "decode")
         group.start(encode.run, "encode")
         group.run(infer.run, "inference")
@@ -351,4 +370,4 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
                         warnings=layout_warnings(clip, layout, decode.changes.ceus_changes,
                                                  decode.changes.us_changes),
                         frames_repeated=encode.repeated, acquisition_fps=acq_fps,
-                        motion=encode.motions if config.motion else None)
+                        motion=encode.motions if config.motion else None, maps=maps)

@@ -122,7 +122,7 @@ def env(tmp_path_factory):
     clip, truth = phantom_clip(root, duration_s=4.0, fps=8.0)
     ckpt = write_checkpoint(root / "tiny.pt")
     out = root / "out"
-    segment_video(clip, ckpt, out, SegmentConfig(cache_dir=str(root / "cache")))
+    segment_video(clip, ckpt, out, SegmentConfig(cache_dir=str(root / "cache"), maps=True))
     return SimpleNamespace(root=root, clip=clip, ckpt=ckpt, out=out, truth=truth)
 
 
@@ -141,13 +141,14 @@ def test_segment_video_writes_a_complete_report(env):
         assert section in page.sections, section
     # source: the file name only, never its folder
     assert "exam1.mp4" in page.all_text and str(env.clip.parent) not in html
-    # 1 layout preview + 4..6 overlay frames + the TIC plot + the motion plot, all embedded and decodable
-    assert 7 <= len(page.images) <= 9 and "motion" in page.sections
+    # 1 layout preview + 4..6 overlay frames + the TIC plot + the motion plot + 4 maps, all embedded and decodable
+    assert 11 <= len(page.images) <= 13 and {"motion", "maps"} <= set(page.sections)
     assert all(src.startswith("data:image/") for src in page.images)
     shapes = [_decode_data_uri(src).shape for src in page.images]
-    assert shapes[-2] == cv2.imread(str(env.out / "tic.png")).shape  # tic.png verbatim
-    assert shapes[-1] == cv2.imread(str(env.out / "motion.png")).shape  # motion.png verbatim
-    assert len(re.findall(r'<figure data-phase="', html)) == len(page.images) - 3
+    assert shapes[-6] == cv2.imread(str(env.out / "tic.png")).shape  # tic.png verbatim
+    assert shapes[-5] == cv2.imread(str(env.out / "motion.png")).shape  # motion.png verbatim
+    assert shapes[-4:] == [cv2.imread(str(env.out / f"map_{n}.png")).shape for n in ("PE", "TTP", "mTT", "WiR")]
+    assert len(re.findall(r'<figure data-phase="', html)) == len(page.images) - 7
     # parameters with units, model identity, versions, fit quality
     assert {"PE", "TTP", "mTT", "QOF"} <= set(page.params) and not any(p.startswith("fit_") for p in page.params)
     text = page.all_text

@@ -56,7 +56,7 @@ def test_outputs_present_and_report(env, run):
     report, out = run
     names = sorted(p.name for p in out.iterdir())
     assert names == ["mask.mkv", "motion.csv", "motion.png", "overlay.mp4", "report.html", "segment.json", "tic.csv",
-                     "tic.json", "tic.png"]
+                     "tic.json", "tic.png"]  # maps are off by default
     n = env["truth"]["n_frames"]
     assert report.frames == n == report.frames_decoded
     assert report.engine == "onnx" and report.device == "cpu"
