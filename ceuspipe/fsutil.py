@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -212,3 +212,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, private: bool = 
 def atomic_write_text(path: str | os.PathLike, text: str, *, private: bool = False) -> None:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"), private=private)
+
+
+class AtomicWriterContext:
+    """The context-manager half of a streaming writer whose file appears only on ``close()``:
+    ``close()`` when the block ends normally, ``abort()`` (drop the partial file) when it
+    raises. The writer defines both methods."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@contextlib.contextmanager
+def aborted_on_failure(abort: Callable[[], None], final: str | os.PathLike) -> Iterator[None]:
+    """Run the block (a writer's finishing steps); when it raises, call ``abort()`` (drop the
+    partial output) and raise again, a full or read-only disk as an :class:`OutputError`
+    naming ``final``."""
+    try:
+        yield
+    except BaseException as exc:
+        abort()
+        err = output_error(exc, final)
+        if err is exc:
+            raise
+        raise err from exc

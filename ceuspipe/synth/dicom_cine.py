@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ceuspipe.fsutil import output_error, set_default_mode
+from ceuspipe.fsutil import AtomicWriterContext, output_error, set_default_mode
 from ceuspipe.video.panels import Box
 
 US_MULTIFRAME_SOP = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -48,7 +48,7 @@ def region_item(box: Box, cm_per_px: float):
     return item
 
 
-class DicomCineWriter:
+class DicomCineWriter(AtomicWriterContext):
     """Write ``n_frames`` ``(height, width, 3) uint8`` RGB frames to ``path``.
 
     ``encoding``: ``"rgb"`` or ``"jpeg"``; ``fps`` frames per second;
@@ -183,12 +183,3 @@ class DicomCineWriter:
             self._fh.close()
             self._fh = None
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "DicomCineWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

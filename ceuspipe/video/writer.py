@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ceuspipe.fsutil import output_error, set_default_mode
+from ceuspipe.fsutil import AtomicWriterContext, output_error, set_default_mode
 
 # Codecs whose encoders reject a 1/90000 time base (MPEG-4 part 2: denominator <= 65535).
 _SMALL_TIMEBASE = {"mpeg4", "msmpeg4", "msmpeg4v2", "h263"}
@@ -24,7 +24,7 @@ _DEFAULT_PIX_FMT = {"libx264": "yuv420p", "libx265": "yuv420p", "h264": "yuv420p
                     "ffv1": "gray", "mjpeg": "yuvj420p", "mpeg4": "yuv420p"}
 
 
-class VideoWriter:
+class VideoWriter(AtomicWriterContext):
     """Encode ``(H, W, 3)`` RGB or ``(H, W)`` grey ``uint8`` frames to ``path``.
 
     ``codec`` is an FFmpeg encoder name (``libx264`` for overlays, ``ffv1`` with
@@ -109,12 +109,3 @@ class VideoWriter:
             self._container.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
