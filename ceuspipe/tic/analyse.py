@@ -20,6 +20,7 @@ from ceuspipe.tic.fit import NOISE_MODELS, FitResult, fit_curve
 from ceuspipe.tic.flags import FLAG_NAMES, confirm_jumps, frame_flags
 from ceuspipe.tic.models import get_model
 from ceuspipe.tic.parameters import CI_LEVEL, Parameter, empty_parameters, perfusion_parameters, propagate_uncertainty
+from ceuspipe.tic.replenishment import analyse_refills
 
 __all__ = ["TicResult", "analyse_curve", "versions"]
 
@@ -60,6 +61,9 @@ class TicResult:
     ``reference``: the reference (parenchyma) region's curve analysed the same way,
     or None; ``relative``: lesion-over-reference parameters
     (:func:`~ceuspipe.tic.reference.relative_parameters`), empty without a reference.
+    ``replenishment``: the refill after each destructive flash, fitted
+    (:class:`~ceuspipe.tic.replenishment.Refill`, :mod:`ceuspipe.tic.replenishment`); empty
+    without a destruction.
     """
 
     model: str
@@ -85,6 +89,7 @@ class TicResult:
     residual_model: dict = field(default_factory=dict)
     reference: "TicResult | None" = None
     relative: dict = field(default_factory=dict)
+    replenishment: list = field(default_factory=list)
 
     @property
     def param_units(self) -> dict[str, str]:
@@ -152,6 +157,7 @@ class TicResult:
             "n_used": self.n_used,
             "time_range_s": [_num(np.min(t[used])), _num(np.max(t[used]))] if used.any() else None,
             "flags": {k: fi[v].astype(int).tolist() for k, v in self.flags.items()},
+            "replenishment": [r.to_dict() for r in self.replenishment],
             "warnings": list(self.warnings),
             "settings": dict(self.settings),
             "versions": dict(self.versions),
@@ -191,7 +197,10 @@ def analyse_curve(
     fit's noise model and loss (:func:`~ceuspipe.tic.fit.fit_curve`;
     ``noise="additive", robust=False`` is plain least squares). Every perfusion
     parameter gets a standard error and a 90 % interval
-    (:func:`~ceuspipe.tic.parameters.propagate_uncertainty`).
+    (:func:`~ceuspipe.tic.parameters.propagate_uncertainty`). The refill after every
+    destructive flash (to the next flash or the clip's end) is fitted with the replenishment
+    model (:func:`~ceuspipe.tic.replenishment.analyse_refills`, same QOF, SNR and noise
+    settings) into ``replenishment``.
     """
     get_model(model)
     t, y, fi, cols = _checked_arrays(times_s, values, frame_index, exclude, panel_means, columns)
@@ -218,6 +227,8 @@ def analyse_curve(
         res.reason = "frame times decrease: times_s must be in presentation order"
         return res
     fit_options = {"min_qof": min_qof, "min_snr": min_snr, "noise": noise, "robust": robust}
+    if res.flags["flash"].any():
+        _replenishment(res, fit_options)
     if res.flags["jump"].any():
         _confirm_jump_flags(res, fit_options)
     used = ~res.excluded
@@ -257,6 +268,21 @@ def _confirm_jump_flags(res: TicResult, fit_options: dict) -> None:
     if trial.params:
         with np.errstate(all="ignore"):
             res.flags["jump"] = confirm_jumps(y, trial.predict(t), jump, with_cands, noise_sd=trial.noise_sd(t))
+
+
+def _replenishment(res: TicResult, fit_options: dict) -> None:
+    """Fits the refill after every destructive flash into ``res.replenishment``. A destruction
+    seen only by that per-flash test on the linear values (the panel-level test of
+    :func:`~ceuspipe.tic.flags.frame_flags` misses refills from a floor tens of dB down) is
+    flagged too: ``destruction`` from the first refill on, and no ``jump`` there (the bolus
+    model does not describe refills)."""
+    linear = res.quantity != "mean_gray"
+    res.replenishment = analyse_refills(res.times_s, res.values, res.flags, frame_index=res.frame_index,
+                                        linear=linear, **fit_options)
+    if res.replenishment and not res.flags["destruction"].any():
+        first = int(np.searchsorted(res.frame_index, res.replenishment[0].frames[0]))
+        res.flags["destruction"][first:] = True
+        res.flags["jump"] &= ~res.flags["destruction"]
 
 
 def _take_fit(res: TicResult, fit: FitResult) -> None:

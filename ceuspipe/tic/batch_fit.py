@@ -216,7 +216,9 @@ def _lm(t: np.ndarray, ch: _Chunk, form: PeakForm, huber: float | None, max_iter
     """Levenberg-Marquardt from ``ch.x`` on the weights ``ch.inv_sd * ch.valid`` (Huber loss
     at ``huber`` weighted SD, by reweighting, when given); updates ``ch.x``, ``ch.converged``,
     ``ch.n_iter``. Returns the weighted Jacobian ``(n, 5, T)`` at the optimum (Huber
-    weights included), for the leverage and the noise model."""
+    weights included), for the leverage and the noise model. ``form`` may be any model with
+    :class:`PeakForm`'s ``curve`` and ``curve_and_jacobian`` over ``p`` parameters (``ch.x``
+    ``(n, p)``; the replenishment fit of :mod:`ceuspipe.tic.replenishment` has ``p = 3``)."""
     n = ch.x.shape[0]
     w_all = ch.inv_sd * ch.valid
     lam = np.full(n, 1e-3)
@@ -224,8 +226,8 @@ def _lm(t: np.ndarray, ch: _Chunk, form: PeakForm, huber: float | None, max_iter
     cost = _cost((f - ch.ys) * w_all, huber)
     ch.converged[:] = False
     active = np.flatnonzero(np.isfinite(cost) & ch.live)
-    eye = np.eye(5)
-    buf = np.empty(n * 5 * t.size, dtype=t.dtype)  # the Jacobians' memory, reused by every iteration
+    eye = np.eye(ch.x.shape[1])
+    buf = np.empty(ch.x.size * t.size, dtype=t.dtype)  # the Jacobians' memory, reused by every iteration
     for _ in range(max_iter):
         if active.size == 0:
             break
@@ -271,11 +273,13 @@ def _huber_sqrt_weights(r: np.ndarray, k: float) -> np.ndarray:
 
 
 def _gram(Jw: np.ndarray) -> np.ndarray:
-    """``Jw @ Jw^T`` ``(n, 5, 5)`` of ``Jw`` ``(n, 5, T)``, as 15 row products: faster than a
-    batched matmul of such small matrices, and it leaves BLAS threads idle."""
-    A = np.empty((Jw.shape[0], 5, 5))
-    for j in range(5):
-        for k in range(j, 5):
+    """``Jw @ Jw^T`` ``(n, p, p)`` of ``Jw`` ``(n, p, T)`` (``p`` = 5 for the bolus models), as
+    ``p(p+1)/2`` row products: faster than a batched matmul of such small matrices, and it
+    leaves BLAS threads idle."""
+    p = Jw.shape[1]
+    A = np.empty((Jw.shape[0], p, p))
+    for j in range(p):
+        for k in range(j, p):
             A[:, j, k] = A[:, k, j] = np.einsum("it,it->i", Jw[:, j], Jw[:, k])
     return A
 

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 __all__ = ["FLAG_NAMES", "PANEL_MIN_REL_RISE", "running_median", "noise_level", "detect_flash",
-           "detect_destruction", "detect_jumps", "confirm_jumps", "frame_flags"]
+           "detect_destruction", "destructive_flashes", "detect_jumps", "confirm_jumps", "frame_flags"]
 
 FLAG_NAMES = ("empty_mask", "user", "flash", "destruction", "jump")
 # Flash rise threshold relative to the range of the whole-panel mean grey curve. A phantom
@@ -317,6 +317,40 @@ def _flash_window(times_s) -> tuple[int, int, int, int]:
     med = float(np.median(dt))
     return (int(min(max(11, int(np.ceil(3.0 / med))), 301)) | 1, max(2, int(round(1.0 / med))),
             int(min(max(5, round(2.0 / med)), 200)), int(min(max(3, round(0.5 / med)), 50)))
+
+
+def destructive_flashes(values: np.ndarray, flash: np.ndarray, *, times_s: np.ndarray | None = None,
+                        exclude: np.ndarray | None = None, log_scale: bool = False) -> list[tuple[int, int]]:
+    """Every flash after which the bubbles of this curve's region were destroyed, as inclusive
+    ``(first, last)`` frame indices of its run in ``flash`` ``(N,) bool`` (the ``flash`` flag of
+    :func:`frame_flags`).
+
+    :func:`detect_destruction` judges only the first destructive flash (every later frame is
+    flagged anyway); a replenishment protocol destroys again and again. Here each run of flash
+    frames is judged on its own by the same test, with the other flashes' frames, empty frames
+    (``values`` NaN or ``times_s`` not finite) and ``exclude`` ``(N,)`` left out. The test runs
+    on ``values`` themselves, linear intensity, unless ``log_scale``: the refill's first
+    frames hold some 5-20 % of the refilled level, which is "near the pre-contrast level" in
+    linear units but only 7-13 dB under it, far from a floor that lies tens of dB down (a dark
+    CEUS panel before contrast), so panel grey levels or log values miss such destructions.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    n = x.size
+    flash = np.asarray(flash, dtype=bool).ravel()
+    skip = ~np.isfinite(x)
+    if times_s is not None:
+        skip |= ~np.isfinite(np.asarray(times_s, dtype=np.float64).ravel())
+    if exclude is not None:
+        skip |= np.asarray(exclude, dtype=bool).ravel()
+    _, _, dwin, pwin = _flash_window(times_s)
+    out = []
+    for a, b in _runs(flash):
+        one = np.zeros(n, bool)
+        one[a:b + 1] = True
+        sig = np.where(skip | (flash & ~one), np.nan, x)
+        if detect_destruction(sig, one, window=dwin, post_window=pwin, log_scale=log_scale).any():
+            out.append((a, b))
+    return out
 
 
 def frame_flags(
