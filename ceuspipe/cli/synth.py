@@ -6,6 +6,7 @@ import click
 
 from ceuspipe.cli.options import default_of
 from ceuspipe.synth.config import BREATHING, CEUS_SIDES, COLORMAPS, CONTAINERS, PRESETS, PhantomConfig
+from ceuspipe.synth.replenishment import PROTOCOLS
 
 
 def _phantom(name: str):
@@ -64,6 +65,9 @@ class _DynamicRange(click.ParamType):
               help="Display dynamic range in dB, or 'random' (drawn per patient in 50-70 dB).")
 @click.option("--flash-at-s", "flash_at_s", type=click.FloatRange(min=0), multiple=True, metavar="SECONDS",
               help="Add a high-MI flash (bright CEUS frames) at this time; repeatable.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=_phantom("protocol"), show_default=True,
+              help="Contrast protocol: one bolus, or replenishment (an infusion; every --flash-at-s flash "
+                   "destroys the bubbles and each region refills with a known A and beta, in the truth).")
 @click.option("--breathing", type=click.Choice(tuple(BREATHING)), default=_phantom("breathing"),
               show_default=True, help="Breathing motion: normal (2-6 px vertical at a 360 px panel) "
                                       "or large (3x that).")
@@ -85,7 +89,7 @@ class _DynamicRange(click.ParamType):
 @click.option("-j", "--jobs", type=int, default=1, show_default=True, help="Patients in parallel (-1: all cores).")
 @click.option("--overwrite", is_flag=True, help="Regenerate exams that already exist.")
 def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, ceus_side, colormap,
-              dynamic_range_db, flash_at_s, breathing, out_of_plane_episodes, out_of_plane_s, exam_id, crf,
+              dynamic_range_db, flash_at_s, protocol, breathing, out_of_plane_episodes, out_of_plane_s, exam_id, crf,
               preset, skin, container, no_dicom_regions, jobs, overwrite):
     """Write OUT/P001/exam1.mp4 ... with ground truth in OUT/P001/exam1.truth/.
 
@@ -106,7 +110,8 @@ def synth_cmd(out, patients, seed, duration_s, fps, width, height, panel_size, c
                                exam_id=safe_name(exam_id, "exam1"), crf=crf,
                                preset=preset, skin=skin, container=container,
                                dicom_regions=not no_dicom_regions, breathing=breathing,
-                               out_of_plane_episodes=out_of_plane_episodes, out_of_plane_s=out_of_plane_s)
+                               out_of_plane_episodes=out_of_plane_episodes, out_of_plane_s=out_of_plane_s,
+                               protocol=protocol)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     clips = generate_phantom(out, patients, config, seed=seed, jobs=jobs, overwrite=overwrite,

@@ -27,7 +27,8 @@ def _rows(curve: str, refills: list) -> list[str]:
             continue
         params = r.get("parameters") or {}
         ok = r.get("success")
-        status = '<span class="ok">fitted</span>' if ok else f'<span class="warn">{esc(str(r.get("reason") or "failed"))}</span>'
+        why = esc(str(r.get("reason") or "failed"))
+        status = '<span class="ok">fitted</span>' if ok else f'<span class="warn">{why}</span>'
         rows.append(f'<tr data-refill="{i}"><td>{esc(curve)}</td><td class="num">{i}</td>'
                     f'<td class="num">{fmt_num(r.get("start_s"))} – {fmt_num(r.get("end_s"))}</td>'
                     + "".join(_cell(params.get(k)) for k, _ in _COLUMNS)

@@ -40,6 +40,10 @@ class PhantomConfig:
     its region of interest can cross the image's edge at the breathing extremes).
     ``out_of_plane_episodes``: how many times the probe leaves the lesion's plane for
     ``out_of_plane_s`` seconds (see :mod:`ceuspipe.synth.out_of_plane`); 0 by default.
+    ``protocol``: one of :data:`~ceuspipe.synth.replenishment.PROTOCOLS`: ``"bolus"`` (one
+    injection), or ``"replenishment"`` (an infusion; every flash of ``flash_times_s``, at least
+    one, each before the clip's end, destroys the bubbles, and each region refills with its
+    own ``A`` and ``beta``, see :mod:`ceuspipe.synth.replenishment`).
     """
 
     duration_s: float = 90.0
@@ -61,6 +65,7 @@ class PhantomConfig:
     breathing: str = "normal"
     out_of_plane_episodes: int = 0
     out_of_plane_s: float = 0.5
+    protocol: str = "bolus"
 
     def __post_init__(self) -> None:
         from ceuspipe import configs
@@ -80,11 +85,21 @@ class PhantomConfig:
         configs.choice("breathing", self.breathing, tuple(BREATHING))
         configs.number("out_of_plane_episodes", self.out_of_plane_episodes, minimum=0, integer=True)
         configs.number("out_of_plane_s", self.out_of_plane_s, above=0, unit="s")
+        from ceuspipe.synth.replenishment import PROTOCOLS
+
+        configs.choice("protocol", self.protocol, PROTOCOLS)
         if self.width % 2 or self.height % 2:
             raise configs.ConfigError("width", "width and height must be even (yuv420p)")
         for t in self.flash_times_s:
             configs.number("flash_times_s", t, minimum=0, unit="s")
         object.__setattr__(self, "flash_times_s", tuple(float(t) for t in self.flash_times_s))
+        if self.protocol == "replenishment":
+            if not self.flash_times_s:
+                raise configs.ConfigError("flash_times_s", "the replenishment protocol needs at least one flash")
+            late = [t for t in self.flash_times_s if t >= float(self.duration_s)]
+            if late:
+                raise configs.ConfigError("flash_times_s", f"flash at {late[0]:g} s is not before the clip's end "
+                                                           f"({float(self.duration_s):g} s)")
         for name in ("duration_s", "fps", "flash_duration_s", "out_of_plane_s"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("width", "height", "crf"):
@@ -127,7 +142,8 @@ class PhantomConfig:
         # fields added with the screen skins and the motion options are written only when
         # set, so the files of the earlier settings stay byte-identical to those before them
         for key, default in (("skin", "default"), ("container", "mp4"), ("dicom_regions", True),
-                             ("breathing", "normal"), ("out_of_plane_episodes", 0), ("out_of_plane_s", 0.5)):
+                             ("breathing", "normal"), ("out_of_plane_episodes", 0), ("out_of_plane_s", 0.5),
+                             ("protocol", "bolus")):
             if d[key] == default:
                 del d[key]
         return d

@@ -19,9 +19,10 @@ import numpy as np
 
 from ceuspipe.fsutil import atomic_dir, atomic_write_text
 from ceuspipe.synth.anatomy import LesionShape, RespiratoryMotion
-from ceuspipe.synth.bolus import LognormalBolus, draw_curves
+from ceuspipe.synth.bolus import draw_curves
 from ceuspipe.synth.config import BREATHING, PhantomConfig, patient_id, patient_seed
 from ceuspipe.synth.out_of_plane import OtherPlane, draw_episodes, frames_in_episodes, in_episode
+from ceuspipe.synth.replenishment import destruction_times, draw_refills, regional_enhancement
 from ceuspipe.synth.screen import (DEFAULT_SKIN, ScreenSkin, TimerOverlay, gold_lut, make_geometry,
                                    panel_footprint, render_static)
 from ceuspipe.synth.speckle import SpeckleGenerator, log_compress
@@ -118,7 +119,8 @@ def draw_truth(config: PhantomConfig, seed: int, *, patient: str = "P001") -> di
                    "header": _header(rng, float(config.fps), dr)},
         "masks": {"ceus": CEUS_MASK_VIDEO, "us": US_MASK_VIDEO},
         "config": config.to_dict(),
-    } | _skin_truth(config, skin, geom) | screen.truth_extras(shape, geom) | _out_of_plane_truth(config, seed)
+    } | _skin_truth(config, skin, geom) | screen.truth_extras(shape, geom) | _out_of_plane_truth(config, seed) \
+      | _protocol_truth(config, seed)
 
 
 def _boxes_dict(layout) -> dict:
@@ -149,6 +151,24 @@ def _out_of_plane_truth(config: PhantomConfig, seed: int) -> dict:
     episodes = draw_episodes(seed, config.out_of_plane_episodes, config.out_of_plane_s, config.duration_s)
     frames = frames_in_episodes([i / config.fps for i in range(config.n_frames)], episodes)
     return {"out_of_plane": {"episodes_s": episodes, "frame_indices": frames}}
+
+
+def _protocol_truth(config: PhantomConfig, seed: int) -> dict:
+    """The truth's ``protocol`` and ``replenishment`` entries under the replenishment protocol
+    (none for a bolus, so earlier truths stay as they were): each region's ``A``,
+    ``beta_per_s``, ``A_beta`` and infusion, and the destruction times (s)."""
+    if config.protocol == "bolus":
+        return {}
+    destructions = destruction_times(config.flash_times_s, config.flash_duration_s, config.fps, config.n_frames)
+    lesion, parenchyma = draw_refills(seed, destructions)
+    return {"protocol": config.protocol,
+            "replenishment": {
+                "units": "A: mean linear power above the noise floor relative to full scale (1 = grey 255); "
+                         "beta_per_s: 1/s; A_beta: power/s; times in s from clip start",
+                "model": "A*(1 - exp(-beta*(t - t_d))) after each destruction t_d (the first frame after a "
+                         "flash); A*(1 - exp(-(t - t0_s)/infusion_tau_s)) before the first; the 'curves' "
+                         "entry (a bolus) is not rendered",
+                "destructions_s": destructions, "lesion": lesion.to_dict(), "parenchyma": parenchyma.to_dict()}}
 
 
 def exam_truth(config: PhantomConfig, seed: int, *, patient: str = "P001", clip_name: str = "exam1.mp4") -> dict:
@@ -230,7 +250,8 @@ def ceus_weight_maps(truth: dict) -> Iterator[tuple[float, np.ndarray]]:
 
     Frame ``i``'s mean linear power before speckle is ``maps[..., 0] * (L(t) - L.offset)
     + maps[..., 1] * (P(t) - P.offset) + noise_floor_power`` (``L``, ``P`` the lesion and
-    parenchyma curves of ``truth["curves"]``), so the true curve of any region is its
+    parenchyma curves of ``truth["curves"]``; under the replenishment protocol their refill
+    curves, :func:`ceuspipe.synth.replenishment.regional_enhancement`), so the true curve of any region is its
     weights' mean times the two curves: the truth for a reference ring that takes in some
     of the soft ROI edge, or a mask that takes in parenchyma. Out of the lesion's plane
     (``truth["out_of_plane"]``) channel 0 is zero and channel 1 holds both weights.
@@ -270,8 +291,7 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
     seed = truth["seed"]
     shape = LesionShape.from_dict(truth["lesion_shape"])
     motion = RespiratoryMotion.from_dict(truth["motion"])
-    lesion = LognormalBolus.from_dict(truth["curves"]["lesion"])
-    parenchyma = LognormalBolus.from_dict(truth["curves"]["parenchyma"])
+    lesion, parenchyma = regional_enhancement(truth)  # enhancement above the noise floor
     skin = truth_skin(truth)
     geom = make_geometry(truth["frame_width"], truth["frame_height"], geometry_side(truth),
                          truth["screen"]["panel_size"], skin=skin)
@@ -316,8 +336,8 @@ def render_exam(truth: dict) -> Iterator[tuple[int, float, np.ndarray, np.ndarra
         if i in flash:
             mean = np.float32(FLASH_POWER) * (0.5 + maps[..., 0] + maps[..., 1])
         else:
-            mean = maps[..., 0] * np.float32(lesion(t) - lesion.offset)
-            mean += maps[..., 1] * np.float32(parenchyma(t) - parenchyma.offset)
+            mean = maps[..., 0] * np.float32(lesion(t))
+            mean += maps[..., 1] * np.float32(parenchyma(t))
             mean += offset
         ceus_grey = log_compress(mean * speckle.draw(frame_rng, panel), dr)
         if fan is not None:
