@@ -20,6 +20,10 @@ def _seg(name: str):
 @click.option("--model", "checkpoint", type=click.Path(dir_okay=False, path_type=str),
               help="Checkpoint (.pt). Default: $CEUSPIPE_MODEL, else [segment] model in "
                    "~/.config/ceuspipe/config.toml.")
+@click.option("--masks", type=click.Path(path_type=str), default=None,
+              help="Use these lesion masks instead of a model: a mask video (mask.mkv, or any lossless one with "
+                   "the clip's frame times), a folder of per-frame PNGs, a NIfTI volume, or one PNG (a fixed "
+                   "region that follows the motion). Masks the CEUS panel's or the frame's size.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=str),
               help="Output folder. Default: <clip folder>/<clip stem>.ceuspipe/")
 @click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -78,7 +82,7 @@ def _seg(name: str):
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device, engine, precision,
+def segment_video_cmd(clip, checkpoint, masks, out_dir, sample_fps, batch_size, device, engine, precision,
                       int8_min_dice, dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
                       clean_masks, motion, maps, map_block_px, map_block_mm, no_dedupe, overwrite, **layout_kw):
@@ -89,7 +93,9 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     from ceuspipe.segment.defaults import default_model
     from ceuspipe.segment.run import SegmentConfig, default_out_dir, segment_video
 
-    model = checkpoint or str(default_model())
+    if masks is not None and checkpoint is not None:
+        raise click.UsageError("give --model or --masks, not both")
+    model = None if masks is not None else (checkpoint or str(default_model()))
     config = SegmentConfig(sample_fps=sample_fps, batch_size=batch_size, device=device, engine=engine,
                            precision=precision, int8_min_dice=int8_min_dice,
                            dynamic_range_db=dynamic_range_db, tic_model=tic_model,
@@ -97,8 +103,9 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
                            reference=reference, reference_mask=reference_mask,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
-                           clean_masks=clean_masks, motion=motion, maps=maps, map_block_px=map_block_px,
-                           map_block_mm=map_block_mm, dedupe=not no_dedupe, overwrite=overwrite,
+                           masks=masks, clean_masks=clean_masks, motion=motion, maps=maps,
+                           map_block_px=map_block_px, map_block_mm=map_block_mm, dedupe=not no_dedupe,
+                           overwrite=overwrite,
                            **layout_overrides(layout_kw))
     report = segment_video(clip, model, out_dir or default_out_dir(clip), config, progress=show_progress(),
                            command_line=["ceuspipe", *sys.argv[1:]])
@@ -112,7 +119,7 @@ def segment_video_cmd(clip, checkpoint, out_dir, sample_fps, batch_size, device,
     rep = (f"; {report.frames_repeated} repeats (acquired at about {report.acquisition_fps:.3g} frames/s)"
            if report.frames_repeated and report.acquisition_fps else "")
     click.echo(f"{report.frames} frames in {report.wall_s:.1f} s ({report.fps:.1f} frames/s, "
-               f"{report.engine} on {report.device}); {fit}{rep}")
+               f"{'given masks' if masks else f'{report.engine} on {report.device}'}); {fit}{rep}")
     if (report.precision or {}).get("fell_back"):
         click.echo(f"warning: {report.precision['reason']}", err=True)
     click.echo(f"outputs: {report.out_dir}")

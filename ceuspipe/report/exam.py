@@ -36,6 +36,7 @@ from ceuspipe.errors import InputError
 from ceuspipe.fsutil import atomic_write_text
 from ceuspipe.report._html import data_uri, encode_image, esc, fmt_num, img_tag, kv_table, page, shrink
 from ceuspipe.report.perfusion_sections import maps_section, motion_section
+from ceuspipe.report.replenishment_section import replenishment_section
 
 log = logging.getLogger("ceuspipe")
 
@@ -259,6 +260,11 @@ def collect_warnings(seg: dict, tic: dict) -> list[str]:
 
 
 def _model_rows(seg: dict) -> list[tuple[str, str]]:
+    masks = seg.get("masks")
+    if masks:  # --masks: no model ran; name where the masks came from
+        return [("masks", esc(f"given ({masks.get('kind')}): {display_name(masks.get('path'))}")),
+                ("frames", fmt_num(masks.get("frames"))),
+                ("follows the motion", "yes" if masks.get("follows_motion") else "no (one mask per frame)")]
     cfg = seg.get("model_config") or {}
     q = seg.get("model_quantization") or {}
     if q:
@@ -411,6 +417,7 @@ def build_exam_report(out_dir: str | os.PathLike) -> str:
             sections.append("<h2>Lesion relative to the reference (rPE, rWiAUC, ..., dTTP)</h2>"
                             + _parameter_table(relative, "relative-parameters"))
     sections.append("</section>")
+    sections.append(replenishment_section(tic))
     sections.append(motion_section(out, seg.get("motion")))
     sections.append(maps_section(out, seg.get("maps")))
     sections.append(f'<section id="fit"><h2>Fit quality</h2>{kv_table(_fit_rows(tic))}</section>')

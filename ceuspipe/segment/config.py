@@ -46,6 +46,9 @@ class SegmentConfig(LayoutOptions):
     when the layout knows the pixel size), moved with the motion. Off by default: at 4 px
     blocks they cost about 40 % of a 600-frame 360x360 clip's run on 2 cores (fit 1.9 s,
     12 PNGs 1.5 s, accumulation ~1 s against ~11 s).
+    ``masks``: lesion masks drawn elsewhere, used instead of a model's
+    (:mod:`ceuspipe.segment.given_masks`: a mask video, a folder of PNGs, a NIfTI volume or
+    one PNG for a fixed region that follows the motion).
     ``precision``: ``auto|fp32|int8`` (:mod:`ceuspipe.segment.precision`; auto = a
     checkpoint on the CPU runs its cached int8 model, checked on every clip against
     fp32 and redone with fp32 when the check fails). ``int8_min_dice``: the bound on
@@ -77,6 +80,7 @@ class SegmentConfig(LayoutOptions):
     maps: bool = False
     map_block_px: int = 4
     map_block_mm: float | None = None
+    masks: str | None = None
     precision: str = "auto"
     int8_min_dice: float = MIN_DICE
 
@@ -104,6 +108,7 @@ class SegmentConfig(LayoutOptions):
         configs.number("map_block_px", self.map_block_px, minimum=1, integer=True, unit="pixels")
         configs.number("map_block_mm", self.map_block_mm, above=0, optional=True, unit="mm")
         configs.path_or_none("reference_mask", self.reference_mask)
+        configs.path_or_none("masks", self.masks)
         configs.number("reference_distance_px", self.reference_distance_px, minimum=0, unit="pixels")
         configs.number("reference_width_px", self.reference_width_px, above=0, unit="pixels")
         configs.number("reference_distance_mm", self.reference_distance_mm, minimum=0, optional=True, unit="mm")

@@ -39,11 +39,23 @@ class PrecisionPlan:
     (None when no check runs); ``check``: the per-clip check (None without int8);
     ``quantization``: the int8 model's metadata (empty for fp32); ``record``: the decision."""
 
-    predictor: Predictor
+    predictor: Predictor | None  # None: masks were given, no model runs
     fp32: Predictor | None = None
     check: ClipCheck | None = None
     quantization: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+
+    @property
+    def engine(self) -> str:
+        return self.predictor.engine if self.predictor is not None else "none"
+
+    @property
+    def device(self) -> str:
+        return self.predictor.device if self.predictor is not None else "none"
+
+    def inference_record(self) -> dict:
+        """How the model ran (threads, providers...; empty when no model ran)."""
+        return self.predictor.inference_record() if self.predictor is not None else {}
 
     def fall_back(self, reason: str) -> None:
         """Switch to the fp32 predictor (the check failed at precision auto)."""
@@ -56,6 +68,12 @@ def given_predictor_plan(predictor: Predictor, config) -> PrecisionPlan:
     """The plan of a predictor handed to ``segment_video``: it runs as it is, unchecked."""
     return PrecisionPlan(predictor, record={"requested": config.precision, "used": "as given",
                                             "reason": f"a {predictor.engine} predictor was handed to segment_video"})
+
+
+def given_masks_plan(config) -> PrecisionPlan:
+    """The plan of a run on given masks (``config.masks``): no model, nothing to check."""
+    return PrecisionPlan(None, record={"requested": config.precision, "used": "none",
+                                       "reason": "masks given (--masks): no model ran"})
 
 
 def plan_precision(spec: ModelSpec, config, clip: str | os.PathLike, duration_hint_s: float | None,

@@ -37,7 +37,8 @@ from ceuspipe.fsutil import atomic_dir, atomic_write_text, safe_name
 from ceuspipe.report.exam import REPORT_NAME, write_exam_report
 from ceuspipe.segment.config import OVERLAY_PRESETS, SegmentConfig  # noqa: F401 (re-exported)
 from ceuspipe.segment.model_spec import ModelSpec, load_spec
-from ceuspipe.segment.precision import PrecisionPlan, given_predictor_plan, plan_precision
+from ceuspipe.segment.given_masks import REPEAT_CHECK_SIZE
+from ceuspipe.segment.precision import PrecisionPlan, given_masks_plan, given_predictor_plan, plan_precision
 from ceuspipe.segment.predictor import Predictor
 from ceuspipe.segment.reference_region import reference_record
 from ceuspipe.segment.stream import (MASK_NAME, OVERLAY_NAME, Int8Check, Int8Disagrees, StreamResult,
@@ -122,34 +123,45 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
     the :class:`~ceuspipe.segment.predictor.Predictor` interface; it runs as it is, no
     int8 check). ``checkpoint`` may then be None: the model input size is the
     predictor's ``size`` and the threshold ``config.threshold`` or 0.5.
+
+    ``config.masks``: use these masks instead of a model (``checkpoint`` and ``predictor``
+    are then not used; :mod:`ceuspipe.segment.given_masks`).
     """
     t_start = time.perf_counter()
     clip = Path(clip)
     out = Path(out_dir) if out_dir is not None else default_out_dir(clip)
     if out.exists() and not config.overwrite:
         raise OutputError(out, "output folder exists (use --overwrite to replace it)")
-    if checkpoint is None and predictor is None:
-        raise InputError(clip, "no model: give a checkpoint or a predictor")
+    given = config.masks is not None
+    if checkpoint is None and predictor is None and not given:
+        raise InputError(clip, "no model: give a checkpoint, a predictor or masks")
 
     from ceuspipe.video.reader import probe
 
     info = probe(clip)  # fails early, with the clip's name, on a non-video
-    spec, plan = _model(clip, checkpoint, config, info.duration_s, predictor)
-    size = spec.size if spec is not None else int(predictor.size)
-    default_threshold = spec.threshold if spec is not None else 0.5
-    threshold = default_threshold if config.threshold is None else float(config.threshold)
+    if given:
+        spec, plan = None, given_masks_plan(config)
+        size, threshold = REPEAT_CHECK_SIZE, None
+    else:
+        spec, plan = _model(clip, checkpoint, config, info.duration_s, predictor)
+        size = spec.size if spec is not None else int(predictor.size)
+        default_threshold = spec.threshold if spec is not None else 0.5
+        threshold = default_threshold if config.threshold is None else float(config.threshold)
     fps_hint = info.nominal_fps or 30.0
     if config.sample_fps is not None:
         fps_hint = min(fps_hint, config.sample_fps)
 
     with atomic_dir(out, overwrite=config.overwrite) as tmp:
-        stats = _stream_with_check(clip, tmp, plan, size, config, threshold, fps_hint, progress)
+        if given:
+            stats = run_stream(clip, tmp, None, size, config, threshold, fps_hint, progress)
+        else:
+            stats = _stream_with_check(clip, tmp, plan, size, config, threshold, fps_hint, progress)
         report = SegmentReport(
             source=clip, out_dir=out, frames=stats.frames, frames_decoded=stats.frames_decoded,
             duration_s=stats.duration_s, wall_s=0.0, stream_s=stats.stream_s,
             fps=stats.frames / stats.stream_s if stats.stream_s > 0 else float("nan"),
-            engine=plan.predictor.engine, device=plan.predictor.device, batch_size=config.batch_size,
-            layout=stats.layout, checkpoint=Path(checkpoint) if checkpoint is not None else None,
+            engine=plan.engine, device=plan.device, batch_size=config.batch_size,
+            layout=stats.layout, checkpoint=Path(checkpoint) if checkpoint is not None and not given else None,
             model_config=spec.config if spec is not None else {}, model_quantization=plan.quantization,
             precision=plan.record, frames_repeated=stats.frames_repeated, acquisition_fps=stats.acquisition_fps)
         motion = _write_motion(tmp, clip, stats)
@@ -157,7 +169,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
         meta = {**_model_record(spec, report), "threshold": threshold, "layout": report.layout.to_dict(),
                 "dynamic_range_db": config.dynamic_range_db, "versions": _versions(),
                 "layout_decision": stats.layout_decision, "warnings": stats.warnings, "precision": plan.record,
-                "inference": plan.predictor.inference_record(), "reference_region": reference_record(config),
+                "inference": plan.inference_record(), "masks": stats.masks,
+                "reference_region": reference_record(config),
                 "clean_masks": config.clean_masks, "motion": motion, "maps": maps,
                 "command_line": list(command_line) if command_line is not None else None}
         report.tic = _write_tic(tmp, stats.tic, meta, config, exclude=stats.out_of_plane())

@@ -33,6 +33,7 @@ from ceuspipe.errors import InputError
 from ceuspipe.motion import FrameMotion, MotionEstimator
 from ceuspipe.preprocess import to_gray
 from ceuspipe.segment.cleanup import clean_mask
+from ceuspipe.segment.given_masks import GivenMasks
 from ceuspipe.segment.int8_check import ClipCheck
 from ceuspipe.segment.maps_output import MapCollector
 from ceuspipe.segment.overlay import overlay_frame
@@ -70,6 +71,7 @@ class FrameItem:
     repeat_of: int | None = None  # index of the frame this one repeats (no inference)
     check: bool = False           # also run through fp32 for the int8 check
     motion: FrameMotion | None = None  # in-plane displacement (acquired frames, with motion on)
+    given_mask: np.ndarray | None = None  # (ceus.h, ceus.w) uint8 0/1 from --masks (then no inference)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class StreamResult:
     acquisition_fps: float | None = None
     motion: list[FrameMotion] | None = None  # per acquired frame, in curve order (None: motion off)
     maps: MapCollector | None = None  # block curves for the perfusion maps (None: maps off)
+    masks: dict | None = None  # where given masks came from (None: the model's masks)
 
     def out_of_plane(self) -> np.ndarray | None:
         """``(n,) bool`` per curve row: frames left out as out of plane (None: motion off)."""
@@ -235,6 +238,22 @@ class InferStage:
             self._collect()
 
 
+class GivenMaskStage:
+    """In place of :class:`InferStage` with ``--masks``: each frame of ``inp`` gets its given
+    mask (:class:`~ceuspipe.segment.given_masks.GivenMasks`) and goes out as ``(item, mask)``,
+    a repeat as ``(item, None)`` (its mask is written, the curve counts it as a repeat)."""
+
+    def __init__(self, masks, inp: Channel, out: Channel, *, on_frame=lambda: None):
+        self.masks, self.inp, self.out, self.on_frame = masks, inp, out, on_frame
+
+    def run(self) -> None:
+        for item in self.inp:
+            item.given_mask = self.masks.mask_for(item.index, item.time_s, item.motion)
+            self.out.put((item, None if item.repeat_of is not None else item.given_mask))
+            self.on_frame()
+        self.out.finish()
+
+
 class EncodeStage:
     """``(item, prob)`` of ``inp`` -> thresholded CEUS-panel mask -> ``mask_video``,
     ``overlay_video`` (every frame) and ``curve`` (acquired frames; a repeat is counted).
@@ -256,9 +275,13 @@ class EncodeStage:
         for item, prob in self.inp:
             self.frames += 1
             self.last_time_s = item.time_s
-            if prob is None:  # a repeat: its anchor's mask, not a new sample of the curve
+            if prob is None:  # a repeat: its anchor's mask (or its own given one), not a new curve sample
                 self.repeated += 1
                 self.curve.add_repeat()
+                if item.given_mask is not None:
+                    mask = item.given_mask
+            elif item.given_mask is not None:
+                mask = item.given_mask
             else:
                 mask = probability_to_mask(prob, ceus.h, ceus.w, self.threshold)
                 if self.clean:
@@ -278,12 +301,12 @@ class EncodeStage:
                     self.maps.add(item.time_s, item.ceus_gray, us, mask, item.motion)
 
 
-def overlay_threads(predictor: Predictor) -> int:
+def overlay_threads(predictor: Predictor | None) -> int:
     """x264 threads of the overlay: one while the model runs on the CPU (its cores are busy with
     inference, and one x264 thread costs 7.8 core-ms a frame against 9.1 for its default of
     1.5 per core with 2 cores), FFmpeg's default (0) when a GPU runs it and x264 could be the
     slowest stage."""
-    return 1 if predictor.device == "cpu" else 0
+    return 1 if predictor is None or predictor.device == "cpu" else 0
 
 
 def map_block_px(clip: Path, config, layout: PanelLayout) -> int:
@@ -301,7 +324,9 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
                fps_hint: float, progress: bool, int8_check: Int8Check | None = None) -> StreamResult:
     """Segment ``clip`` into ``out_dir`` (``mask.mkv``, ``overlay.mp4``) with ``predictor``
     (model input ``size`` px) under ``config`` (a ``SegmentConfig``); returns what was
-    measured, with the curve accumulator. The layout is resolved before any thread starts."""
+    measured, with the curve accumulator. The layout is resolved before any thread starts.
+    With ``config.masks`` the given masks are used (:mod:`ceuspipe.segment.given_masks`) and
+    ``predictor`` is None."""
     from tqdm import tqdm
 
     from ceuspipe.streaming import StageGroup
@@ -323,9 +348,13 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
     decode = DecodeStage(clip_stream, size, decoded, RepeatDetector(config.dedupe),
                          int8_check.check if int8_check else None,
                          MotionEstimator() if config.motion else None)
-    infer = InferStage(predictor, decoded, predicted, batch_size=config.batch_size,
-                       queue_frames=config.queue_frames, smoother=TemporalMedian(config.temporal_smoothing),
-                       int8_check=int8_check, on_frame=lambda: bar.update(1))
+    given = GivenMasks(config.masks, layout) if config.masks is not None else None
+    if given is not None:
+        infer = GivenMaskStage(given, decoded, predicted, on_frame=lambda: bar.update(1))
+    else:
+        infer = InferStage(predictor, decoded, predicted, batch_size=config.batch_size,
+                           queue_frames=config.queue_frames, smoother=TemporalMedian(config.temporal_smoothing),
+                           int8_check=int8_check, on_frame=lambda: bar.update(1))
     writers: list[VideoWriter] = []
     try:
         writers.append(VideoWriter(out_dir / MASK_NAME, layout.ceus.w, layout.ceus.h, fps=fps_hint,
@@ -359,6 +388,8 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
     if len(curve) == 0:
         raise InputError(clip, "no frames were segmented")
     clip_stream.check_length()
+    if given is not None:
+        given.finish(clip_stream.frames_decoded)
     times = curve.arrays()["time_s"]
     acq_fps = (len(times) - 1) / float(times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
     if encode.repeated:
@@ -370,4 +401,5 @@ def run_stream(clip: Path, out_dir: Path, predictor: Predictor, size: int, confi
                         warnings=layout_warnings(clip, layout, decode.changes.ceus_changes,
                                                  decode.changes.us_changes),
                         frames_repeated=encode.repeated, acquisition_fps=acq_fps,
-                        motion=encode.motions if config.motion else None, maps=maps)
+                        motion=encode.motions if config.motion else None, maps=maps,
+                        masks=given.record() if given is not None else None)
