@@ -78,6 +78,11 @@ def _seg(name: str):
               help="Side of a map block (pixels of the CEUS panel).")
 @click.option("--map-block-mm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Side of a map block in mm instead (needs the pixel size).")
+@click.option("--nifti/--no-nifti", default=_seg("nifti"), show_default=True,
+              help="Also write the masks as masks.nii.gz (NIfTI-1 with the pixel size and frame times).")
+@click.option("--dicom-seg/--no-dicom-seg", default=_seg("dicom_seg"), show_default=True,
+              help="DICOM inputs: also write mask_seg.dcm, a DICOM Segmentation referencing the source frames "
+                   "(it carries the source's patient attributes, as the standard requires).")
 @click.option("--clean-masks/--no-clean-masks", default=_seg("clean_masks"), show_default=True,
               help="Keep each frame's largest connected component and fill its holes.")
 @layout_options
@@ -85,7 +90,8 @@ def _seg(name: str):
 def segment_video_cmd(clip, checkpoint, masks, out_dir, sample_fps, batch_size, device, engine, precision,
                       int8_min_dice, dynamic_range_db, tic_model, temporal_smoothing, threshold, reference, reference_mask,
                       reference_distance_px, reference_width_px, reference_distance_mm, reference_width_mm,
-                      clean_masks, motion, maps, map_block_px, map_block_mm, no_dedupe, overwrite, **layout_kw):
+                      nifti, dicom_seg, clean_masks, motion, maps, map_block_px, map_block_mm, no_dedupe, overwrite,
+                      **layout_kw):
     """Segment every frame of CLIP: mask.mkv, overlay.mp4, tic.csv/json/png, segment.json, report.html."""
     import sys
 
@@ -103,7 +109,8 @@ def segment_video_cmd(clip, checkpoint, masks, out_dir, sample_fps, batch_size, 
                            reference=reference, reference_mask=reference_mask,
                            reference_distance_px=reference_distance_px, reference_width_px=reference_width_px,
                            reference_distance_mm=reference_distance_mm, reference_width_mm=reference_width_mm,
-                           masks=masks, clean_masks=clean_masks, motion=motion, maps=maps,
+                           masks=masks, nifti=nifti, dicom_seg=dicom_seg, clean_masks=clean_masks, motion=motion,
+                           maps=maps,
                            map_block_px=map_block_px, map_block_mm=map_block_mm, dedupe=not no_dedupe,
                            overwrite=overwrite,
                            **layout_overrides(layout_kw))

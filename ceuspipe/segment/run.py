@@ -136,9 +136,11 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
     if checkpoint is None and predictor is None and not given:
         raise InputError(clip, "no model: give a checkpoint, a predictor or masks")
 
-    from ceuspipe.video.reader import probe
+    from ceuspipe.video.reader import is_dicom_path, probe
 
     info = probe(clip)  # fails early, with the clip's name, on a non-video
+    if config.dicom_seg and not is_dicom_path(clip):
+        raise InputError(clip, "--dicom-seg needs a DICOM input; this clip is not DICOM (--nifti works for any)")
     if given:
         spec, plan = None, given_masks_plan(config)
         size, threshold = REPEAT_CHECK_SIZE, None
@@ -165,6 +167,7 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
             model_config=spec.config if spec is not None else {}, model_quantization=plan.quantization,
             precision=plan.record, frames_repeated=stats.frames_repeated, acquisition_fps=stats.acquisition_fps)
         motion = _write_motion(tmp, clip, stats)
+        exported = _export_masks(tmp, clip, stats, config, spec)
         maps = _write_maps(tmp, stats, config)
         meta = {**_model_record(spec, report), "threshold": threshold, "layout": report.layout.to_dict(),
                 "dynamic_range_db": config.dynamic_range_db, "versions": _versions(),
@@ -180,7 +183,8 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
                    "sample_fps": config.sample_fps, "dedupe": config.dedupe,
                    "outputs": [MASK_NAME, OVERLAY_NAME, "tic.csv", "tic.json", "tic.png",
                                *(["motion.csv", "motion.png"] if motion is not None else []),
-                               *([maps["file"], *maps["pngs"]] if maps is not None else []), REPORT_NAME]}
+                               *([maps["file"], *maps["pngs"]] if maps is not None else []), *exported,
+                               REPORT_NAME]}
         atomic_write_text(tmp / "segment.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
         write_exam_report(tmp)  # last: a folder without report.html is never a complete output
     return report
@@ -304,6 +308,19 @@ def _write_motion(tmp: Path, clip: Path, stats: StreamResult) -> dict | None:
         log.warning("%s", line)
         stats.warnings.append(line)
     return summary
+
+
+def _export_masks(tmp: Path, clip: Path, stats: StreamResult, config: SegmentConfig,
+                  spec: ModelSpec | None) -> list[str]:
+    """``masks.nii.gz`` and ``mask_seg.dcm`` as asked (:mod:`ceuspipe.mask_export`); the names
+    written. A DICOM SEG of a non-DICOM clip is refused before anything is segmented."""
+    if not (config.nifti or config.dicom_seg):
+        return []
+    from ceuspipe.mask_export import export_masks
+
+    algorithm = ("ceuspipe CEUSegNet", spec.sha256[:12]) if spec is not None else None
+    return export_masks(tmp, nifti=config.nifti, dicom_seg=config.dicom_seg, source=clip, layout=stats.layout,
+                        algorithm=algorithm)
 
 
 def _write_maps(tmp: Path, stats: StreamResult, config: SegmentConfig) -> dict | None:
