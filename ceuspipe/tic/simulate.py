@@ -32,7 +32,7 @@ import numpy as np
 from ceuspipe.tic.models import get_model
 from ceuspipe.tic.parameters import Parameter, perfusion_parameters
 
-__all__ = ["SimulatedCurve", "draw_params", "gamma_noise", "simulate_curve"]
+__all__ = ["SimulatedCurve", "draw_params", "gamma_noise", "simulate_curve", "simulate_replenishment"]
 
 DR_DB = 60.0
 
@@ -164,3 +164,27 @@ def simulate_curve(
     destroyed &= ~flash
     return SimulatedCurve(model=model, times_s=t, values=values, clean=clean, panel_means=panel,
                           flash=flash, destruction=destroyed, params=p, truth=truth, noise_cv=noise_cv)
+
+
+def simulate_replenishment(rng: np.random.Generator, A: float, beta: float, *, flashes_s=(20.0, 40.0),
+                           duration_s: float = 60.0, fps: float = 10.0, noise_cv: float = 0.14,
+                           floor: float = 0.002) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A replenishment protocol of known ``A`` (a.u. above ``floor``) and ``beta`` (1/s):
+    ``(times_s, values, panel_means, flash)``, all ``(N,)``.
+
+    An infusion arrives at 3 s (time constant 3 s); each flash of ``flashes_s`` lights two
+    frames (power 0.5) and destroys the bubbles: from the first frame after it the ROI refills
+    as ``floor + A * (1 - exp(-beta * (t - t_d)))``. ROI values get multiplicative noise of CV
+    ``noise_cv``, the whole panel's mean grey (60 dB, as :func:`simulate_curve`) a tenth of it.
+    """
+    t = np.arange(int(round(duration_s * fps))) / fps
+    level = np.where(t > 3, A * (1 - np.exp(-(t - 3) / 3.0)), 0.0)
+    flash = np.zeros(t.size, bool)
+    for tf in flashes_s:
+        a = int(round(tf * fps))
+        flash[a:a + 2] = True
+        if a + 2 < t.size:
+            level = np.where(t >= t[a + 2], A * (1 - np.exp(-beta * (t - t[a + 2]))), level)
+    power = np.where(flash, 0.5, floor + level)
+    values = power * gamma_noise(rng, noise_cv, t.size)
+    return t, values, _to_grey(power * gamma_noise(rng, noise_cv / 10.0, t.size)), flash

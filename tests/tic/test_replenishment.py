@@ -11,7 +11,7 @@ from ceuspipe.report.replenishment_section import replenishment_section
 from ceuspipe.tic.analyse import analyse_curve
 from ceuspipe.tic.flags import destructive_flashes
 from ceuspipe.tic.replenishment import REASONS, fit_refill, fit_refills
-from ceuspipe.tic.simulate import gamma_noise
+from ceuspipe.tic.simulate import gamma_noise, simulate_replenishment
 
 FPS = 10.0
 
@@ -21,19 +21,10 @@ def refill_curve(A, beta, y0=0.002, span_s=15.0, fps=FPS):
     return t, y0 + A * (1 - np.exp(-beta * t))
 
 
-def protocol_curve(rng, A, beta, flashes=(20.0, 40.0), duration_s=60.0, cv=0.14, floor=0.002):
-    """An infusion (arrival 3 s) with destructive flashes of 0.2 s: ROI values (linear) and the
-    truth; the refill starts at the first frame after each flash."""
-    t = np.arange(int(round(duration_s * FPS))) / FPS
-    level = np.where(t > 3, A * (1 - np.exp(-(t - 3) / 3.0)), 0.0)
-    flash = np.zeros(t.size, bool)
-    for tf in flashes:
-        a = int(round(tf * FPS))
-        flash[a:a + 2] = True
-        td = t[a + 2]
-        level = np.where(t >= td, A * (1 - np.exp(-beta * (t - td))), level)
-    y = (floor + level) * gamma_noise(rng, cv, t.size)
-    y[flash] = 0.5 * gamma_noise(rng, cv, int(flash.sum()))
+def protocol_curve(rng, A, beta, cv=0.14):
+    """ROI values of an infusion with destructive flashes at 20 and 40 s (frames 200-201 and
+    400-401; refills from frames 202 and 402), and the flash frames."""
+    t, y, _, flash = simulate_replenishment(rng, A, beta, noise_cv=cv, fps=FPS)
     return t, y, flash
 
 
