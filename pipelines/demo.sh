@@ -34,6 +34,8 @@ step "7/7 segment a held-out phantom clip: mask video, overlay, time-intensity c
 ceuspipe synth "$OUT/heldout" --patients 1 --duration-s 60 --fps 10 --seed 1234 --preset ultrafast
 clip=$(find "$OUT/heldout" -name '*.mp4' | head -n 1)
 ceuspipe segment-video "$clip" --model "$OUT/run/last.pt" -o "$OUT/segment" --maps
+# the same clip from the phantom's truth masks (no model): what the model's masks cost the curve
+ceuspipe segment-video "$clip" --masks "${clip%.mp4}.truth/ceus_mask.mkv" -o "$OUT/segment_truth_masks"
 
 printf '\nDemo finished. Outputs under %s/:\n' "$OUT"
 python - "$OUT" "$clip" <<'PY'
@@ -43,17 +45,20 @@ out, clip = sys.argv[1], Path(sys.argv[2])
 m = json.load(open(f"{out}/run/eval/metrics.json"))
 print(f"  test Dice     {m['dice_mean']:.3f} +/- {m['dice_std']:.3f} (IoU {m['iou_mean']:.3f}) "
       f"on {len(m['cases'])} held-out cases, width {m['width']:g} {m['variant']}")
-t = json.load(open(f"{out}/segment/tic.json"))
-p = t["parameters"]
-if t["success"]:
-    truth = json.load(open(clip.with_suffix(".truth") / "truth.json"))["curves"]["lesion"]
-    print(f"  held-out clip TTP {p['TTP']['value']:.1f} s (phantom truth {truth['ttp_s']:.1f} s), "
-          f"PE {p['PE']['value']:.3g} (truth {truth['pe'] - truth['offset']:.3g}), QOF {p['QOF']['value']:.0f} %")
-else:
-    print(f"  held-out clip curve fit failed: {t.get('reason')}")
+truth = json.load(open(clip.with_suffix(".truth") / "truth.json"))["curves"]["lesion"]
+print(f"  held-out clip TIC (phantom's nominal lesion curve: TTP {truth['ttp_s']:.1f} s, "
+      f"PE {truth['pe'] - truth['offset']:.3g})")
+for name, folder in (("model's masks", "segment"), ("truth masks", "segment_truth_masks")):
+    t = json.load(open(f"{out}/{folder}/tic.json"))
+    p = t["parameters"]
+    if t["success"]:
+        print(f"    from the {name:<14} TTP {p['TTP']['value']:.1f} s, PE {p['PE']['value']:.3g}, "
+              f"mTT {p['mTT']['value']:.1f} s, QOF {p['QOF']['value']:.0f} %")
+    else:
+        print(f"    from the {name:<14} curve fit failed: {t.get('reason')}")
 PY
 printf '  key frames   %s/keyframes/manifest.csv\n' "$OUT"
 printf '  dataset      %s/dataset/dataset.json\n' "$OUT"
 printf '  model        %s/run/last.pt (metrics.csv, learning_curve.png)\n' "$OUT"
-printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.csv, tic.json, tic.png, segment.json)\n' "$OUT"
+printf '  segment-video %s/segment/ (mask.mkv, overlay.mp4, tic.*, motion.csv, maps.npz, map_*.png, segment.json)\n' "$OUT"
 printf '  report       %s/segment/report.html (open it in any browser)\n' "$OUT"
