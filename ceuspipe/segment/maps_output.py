@@ -95,20 +95,46 @@ class MapCollector:
         else:
             self.acc.add(time_s, ceus_gray, dx=motion.dx_px, dy=motion.dy_px, used=motion.used)
 
-    def write(self, out_dir: Path, *, model: str, pixel_size_mm: float | None) -> dict:
+    def write(self, out_dir: Path, *, model: str, pixel_size_mm: float | None, refills=()) -> dict:
         """Fit every block, write ``maps.npz`` and the PNGs into ``out_dir``; the summary for
-        segment.json (block size, grid, blocks fitted, failure reasons, files)."""
+        segment.json (block size, grid, blocks fitted, failure reasons, files). ``refills``:
+        the curve's refills after destructive flashes (tic.json's ``replenishment`` entries):
+        each adds ``A_refill<k>``, ``beta_refill<k>`` and ``A_beta_refill<k>`` maps, the last
+        two drawn."""
         from ceuspipe.maps import compute_maps, render_maps, write_maps_npz
 
         if self.acc is None:  # fewer acquired frames than the imaged area learns from
             self._start()
         maps = compute_maps(self.acc, model=model, pixel_size_mm=pixel_size_mm)
+        drawn = [n for n in PNG_MAPS if n in maps.maps] + _add_refill_maps(maps, self.acc, refills)
         write_maps_npz(out_dir / MAPS_NAME, maps)
-        pngs = render_maps(out_dir, maps, self.background, self.lesion, names=[n for n in PNG_MAPS if n in maps.maps])
+        pngs = render_maps(out_dir, maps, self.background, self.lesion, names=drawn)
         imaged = int(maps.imaged.sum())
         fitted = int((maps.success & maps.imaged).sum())
         return {"file": MAPS_NAME, "pngs": [p.name for p in pngs], "block_px": self.block_px,
                 "block_mm": None if pixel_size_mm is None else self.block_px * pixel_size_mm,
                 "grid": list(maps.grid_shape), "blocks_imaged": imaged, "blocks_fitted": fitted,
                 "bins": int(maps.times_s.size), "bin_s": self.acc.bin_width_s, "model": model,
-                "reasons": maps.reasons(), "report_maps": [n for n in REPORT_MAPS if n in maps.maps]}
+                "reasons": maps.reasons(),
+                "report_maps": [n for n in REPORT_MAPS if n in maps.maps] + [n for n in drawn if n.startswith("beta_")]}
+
+
+#: Refill maps (:func:`ceuspipe.maps.replenishment.replenishment_maps`) and their units.
+REFILL_UNITS = {"A": "a.u.", "beta": "1/s", "A_beta": "a.u./s"}
+
+
+def _add_refill_maps(maps, acc, refills) -> list[str]:
+    """Add each refill's A, beta and A*beta maps to ``maps`` (in place); the names to draw."""
+    if not refills:
+        return []
+    from ceuspipe.maps.replenishment import replenishment_maps
+
+    fitted = replenishment_maps(acc, refills)
+    drawn = []
+    for k in range(len(fitted["start_s"])):
+        for name, unit in REFILL_UNITS.items():
+            key = f"{name}_refill{k + 1}"
+            maps.maps[key], maps.units[key] = fitted[name][k], unit
+            if name != "A":
+                drawn.append(key)
+    return drawn

@@ -168,15 +168,15 @@ def segment_video(clip: str | os.PathLike, checkpoint: str | os.PathLike | None,
             precision=plan.record, frames_repeated=stats.frames_repeated, acquisition_fps=stats.acquisition_fps)
         motion = _write_motion(tmp, clip, stats)
         exported = _export_masks(tmp, clip, stats, config, spec)
-        maps = _write_maps(tmp, stats, config)
         meta = {**_model_record(spec, report), "threshold": threshold, "layout": report.layout.to_dict(),
                 "dynamic_range_db": config.dynamic_range_db, "versions": _versions(),
                 "layout_decision": stats.layout_decision, "warnings": stats.warnings, "precision": plan.record,
                 "inference": plan.inference_record(), "masks": stats.masks,
                 "reference_region": reference_record(config),
-                "clean_masks": config.clean_masks, "motion": motion, "maps": maps,
+                "clean_masks": config.clean_masks, "motion": motion,
                 "command_line": list(command_line) if command_line is not None else None}
         report.tic = _write_tic(tmp, stats.tic, meta, config, exclude=stats.out_of_plane())
+        meta["maps"] = maps = _write_maps(tmp, stats, config, report.tic.get("replenishment") or [])
         report.wall_s = time.perf_counter() - t_start
         summary = {**meta, **report.to_dict(), "tic": _tic_summary(report.tic),
                    "temporal_smoothing": config.temporal_smoothing,
@@ -323,15 +323,15 @@ def _export_masks(tmp: Path, clip: Path, stats: StreamResult, config: SegmentCon
                         algorithm=algorithm)
 
 
-def _write_maps(tmp: Path, stats: StreamResult, config: SegmentConfig) -> dict | None:
-    """Fit and write the perfusion maps (``maps.npz``, ``map_*.png``); their summary for
-    segment.json (None: maps off)."""
+def _write_maps(tmp: Path, stats: StreamResult, config: SegmentConfig, refills: list) -> dict | None:
+    """Fit and write the perfusion maps (``maps.npz``, ``map_*.png``; ``refills``: the curve's
+    refills, each with its own maps); their summary for segment.json (None: maps off)."""
     if stats.maps is None:
         return None
     t0 = time.perf_counter()
     px = stats.layout.pixel_size_mm
-    summary = stats.maps.write(tmp, model=config.tic_model,
-                               pixel_size_mm=None if px is None else float(np.mean(px)))
+    summary = stats.maps.write(tmp, model=config.tic_model, pixel_size_mm=None if px is None else float(np.mean(px)),
+                               refills=refills)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 

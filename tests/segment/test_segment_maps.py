@@ -16,7 +16,7 @@ from ceuspipe.maps import read_maps_npz
 from ceuspipe.segment import SegmentConfig, segment_video
 from ceuspipe.synth.bolus import LognormalBolus
 from ceuspipe.synth.generate import ceus_weight_maps
-from ceuspipe.synth.truth import load_truth
+from ceuspipe.synth.truth import load_truth, truth_dir_for
 from ceuspipe.video.panels import PanelLayout
 from ceuspipe.video.reader import iter_frames
 from support.builders import phantom_clip, write_checkpoint
@@ -31,9 +31,9 @@ def run(tmp_path_factory):
     truth = load_truth(clip.parent / f"{clip.stem}.truth")
     lay = PanelLayout.from_dict(truth["layout"])
     out = root / "out"
-    segment_video(clip, write_checkpoint(root / "tiny.pt"), out,
-                  SegmentConfig(ceus_box=lay.ceus, us_box=lay.us, engine="torch", batch_size=8, maps=True,
-                                map_block_px=BLOCK))
+    masks = str(truth_dir_for(clip) / truth["masks"]["ceus"])  # maps do not depend on the masks: no model needed
+    segment_video(clip, None, out, SegmentConfig(ceus_box=lay.ceus, us_box=lay.us, masks=masks, maps=True,
+                                                 map_block_px=BLOCK))
     first_mask = next(iter(iter_frames(clip.parent / f"{clip.stem}.truth" / truth["masks"]["ceus"]))).image
     lesion = (first_mask[..., 0] if first_mask.ndim == 3 else first_mask) > 127
     weights = next(iter(ceus_weight_maps(truth)))[1]  # (h, w, 2) at the first frame: the motion's reference
@@ -117,3 +117,29 @@ def test_block_in_mm_needs_a_pixel_size(tmp_path):
         segment_video(clip, write_checkpoint(tmp_path / "tiny.pt"), tmp_path / "out",
                       SegmentConfig(ceus_box=lay.ceus, us_box=lay.us, engine="torch", maps=True, map_block_mm=1.0))
     assert not (tmp_path / "out").exists()
+
+
+def test_replenishment_maps_recover_each_regions_beta(tmp_path):
+    """A replenishment-protocol phantom: every refill in tic.json gets beta and A*beta maps,
+    and each region's interior blocks recover its beta (truth.json) within 15 %."""
+    clip, _ = phantom_clip(tmp_path, duration_s=36.0, fps=6.0, protocol="replenishment",
+                           flash_times_s=(12.0, 24.0))
+    truth = load_truth(clip.parent / f"{clip.stem}.truth")
+    lay = PanelLayout.from_dict(truth["layout"])
+    out = tmp_path / "out"
+    segment_video(clip, None, out, SegmentConfig(ceus_box=lay.ceus, us_box=lay.us, maps=True, map_block_px=4,
+                                                 masks=str(truth_dir_for(clip) / truth["masks"]["ceus"])))
+    refills = json.loads((out / "tic.json").read_text())["replenishment"]
+    assert [r["start_s"] for r in refills] == truth["replenishment"]["destructions_s"]
+    seg = json.loads((out / "segment.json").read_text())
+    assert {"map_beta_refill1.png", "map_A_beta_refill2.png"} <= set(seg["maps"]["pngs"])
+    maps = read_maps_npz(out / "maps.npz")
+    weights = next(iter(ceus_weight_maps(truth)))[1]
+    for ch, name in enumerate(("lesion", "parenchyma")):
+        inside = (weights[..., ch] > 0.98) & (weights[..., 1 - ch] < 0.02)
+        blocks = _blocks_inside(inside, maps)
+        assert blocks.sum() >= 4, name
+        for k in (1, 2):
+            beta = float(np.nanmedian(maps.maps[f"beta_refill{k}"][blocks]))
+            assert beta == pytest.approx(truth["replenishment"][name]["beta_per_s"], rel=0.15), (name, k)
+            assert maps.units[f"A_beta_refill{k}"] == "a.u./s"
