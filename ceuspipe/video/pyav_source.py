@@ -46,6 +46,20 @@ class Orientation:
 
 IDENTITY = Orientation()
 
+#: swscale flags of the YUV -> RGB conversion: bicubic, accurate rounding, full chroma
+#: interpolation (SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT; FFmpeg's numbers).
+#: FFmpeg's default fast path truncates: over all 256 grey levels of limited-range BT.601
+#: the decoded grey came out 0.49 levels low on average (at most 1), which linearised at
+#: 60 dB is 2.6 % less echo power in every curve and map. With these flags the mean error is
+#: 0.00 (at most 1, rounding); the conversion takes 1.9 ms instead of 0.14 ms an 800x450
+#: frame on this machine, about 2 % of segment-video's CPU per frame.
+RGB_SWS_FLAGS = 0x4 | 0x40000 | 0x2000
+
+
+def frame_rgb(frame) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB of a decoded PyAV frame, converted with exact rounding."""
+    return frame.reformat(format="rgb24", interpolation=RGB_SWS_FLAGS).to_ndarray()
+
 
 def orientation_from_display_matrix(matrix) -> Orientation:
     """Turn FFmpeg's 3x3 display matrix (9 int32, 16.16 fixed point) into an :class:`Orientation`.
@@ -295,7 +309,7 @@ def _full_frames(path: Path, select, threads: bool, resume: "_Resume | None") ->
                 if time_s == resume.time_s:  # select accepted it already; hand it out
                     index, count = count, count + 1
                     resume = None
-                    image = apply_orientation(frame.to_ndarray(format="rgb24"), orient)
+                    image = apply_orientation(frame_rgb(frame), orient)
                     yield Frame(index=index, time_s=time_s, image=image)
                     continue
                 resume = None
@@ -309,7 +323,7 @@ def _full_frames(path: Path, select, threads: bool, resume: "_Resume | None") ->
             count += 1
             if select is not None and not select(time_s):
                 continue
-            image = frame.to_ndarray(format="rgb24")
+            image = frame_rgb(frame)
             image = apply_orientation(image, orient)
             yield Frame(index=index, time_s=time_s, image=image)
         if count == 0:
@@ -567,7 +581,7 @@ class _PlannedFrames:
         accepted = self.select(t)
         self.last = _Resume(t, accepted, "")
         if accepted:
-            image = apply_orientation(frame.to_ndarray(format="rgb24"), self.orient)
+            image = apply_orientation(frame_rgb(frame), self.orient)
             self.last = _Resume(t, False, "")  # handed out: a restart must not repeat it
             yield Frame(index=index, time_s=t, image=image)
 

@@ -29,6 +29,15 @@ def make_clip(folder: Path, patient: str, seconds: float, side: str = "left", se
     return clip
 
 
+def exact_rgb(frame) -> np.ndarray:
+    """RGB of a decoded frame with swscale's accurate rounding and full chroma interpolation
+    (spelled with PyAV's own flag names), the conversion ceuspipe asks for: FFmpeg's fast
+    default path reads grey levels 0.49 low on average."""
+    from av.video.reformatter import Interpolation as I
+
+    return frame.reformat(format="rgb24", interpolation=I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT).to_ndarray()
+
+
 def run_cli(*args: str):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
@@ -36,7 +45,7 @@ def run_cli(*args: str):
 def independent_selection(clip: Path, ceus_box: dict, k: int) -> tuple[list[int], list[float]]:
     """Decode with bare PyAV, apply the definitions literally, return (sample numbers, scores)."""
     container = av.open(str(clip))
-    frames = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    frames = [(float(f.pts * f.time_base), exact_rgb(f)) for f in container.decode(video=0)]
     container.close()
     t0 = frames[0][0]
     x, y, w, h = (ceus_box[c] for c in "xywh")
@@ -85,7 +94,7 @@ def test_exported_key_frames_equal_a_bare_decode(tmp_path, preset, b_frames, pat
     clip = make_clip(tmp_path / "v", "P008", 12.0, preset=preset)
     with av.open(str(clip)) as c:
         assert (c.streams.video[0].codec_context.reorder_depth > 0) == b_frames
-        frames = [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        frames = [(float(f.pts * f.time_base), exact_rgb(f)) for f in c.decode(video=0)]
     truth = json.loads((tmp_path / "v_truth/P008/truth.json").read_text())
     out = tmp_path / "out"
     assert run_cli("keyframes", str(tmp_path / "v"), str(out), "-k", "6").exit_code == 0
@@ -166,7 +175,7 @@ def test_failed_video_is_reported_and_others_finish(tmp_path):
 def test_dicom_cine_input(tmp_path):
     clip = make_clip(tmp_path / "v", "P006", 6.0)
     container = av.open(str(clip))
-    frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    frames = np.stack([exact_rgb(f) for f in container.decode(video=0)])
     container.close()
     dcm = tmp_path / "dicom" / "P006" / "IM0001"  # no suffix: found by content
     dcm.parent.mkdir(parents=True)
