@@ -150,7 +150,8 @@ def detect_flash(signal: np.ndarray, *, window: int = 11, max_len: int | None = 
         return out
     x = _work_scale(x0, log_scale)
     base = running_median(x, window)
-    r = x - base
+    with np.errstate(invalid="ignore"):  # inf - inf in a curve of overflowed values: NaN, not a flash
+        r = x - base
     sd = _local_sd(r, 3 * window)
     tiny = 1e-9 * max(float(np.nanmax(np.abs(x))), 1e-300)
     sd = np.maximum(sd, tiny)
@@ -158,7 +159,8 @@ def detect_flash(signal: np.ndarray, *, window: int = 11, max_len: int | None = 
         z = r / sd
     base0 = base if not log_scale else running_median(x0, window)
     rise_min = max(min_rel_rise * _range(base0), 1e-9 * max(float(np.nanmax(np.abs(x0))), 1e-300))
-    cand = np.isfinite(z) & (z > k_run) & (x0 - base0 > rise_min)
+    with np.errstate(invalid="ignore"):
+        cand = np.isfinite(z) & (z > k_run) & (x0 - base0 > rise_min)
     valid = np.flatnonzero(np.isfinite(x))
     longest = window // 2 if max_len is None else max(1, min(max_len, window // 2))
     for a, b in _runs(cand):
