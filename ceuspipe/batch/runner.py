@@ -201,27 +201,7 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         report.unchanged = found.unchanged
         report.failed_not_retried = found.failed_not_retried
 
-        # Exams that repeatedly killed their run, and output-folder collisions, fail here.
-        todo, claimed = [], {}
-        for cand in found.todo:
-            exam, path = cand.exam, str(cand.exam.path)
-            row = rows.get(path)
-            key = (exam.patient_id, exam.exam_id)
-            owner = claimed.get(key) or ledger.owner_of(*key)
-            problem = None
-            if row is not None and row.interrupted >= MAX_INTERRUPTED and cand.reason == "interrupted":
-                problem = f"{path}: interrupted {row.interrupted} times (does it crash the run?); " \
-                          "use --retry-failed to try again"
-            elif owner is not None and owner != path:
-                problem = f"{path}: output folder {exam.patient_id}/{exam.exam_id} already holds {owner}"
-            if problem:
-                ledger.mark_running([(exam, cand.size, cand.mtime, cand.sha256)], run_id, shash)
-                ledger.mark_failed(path, problem)
-                report.failed.append((path, problem))
-                log.error("FAILED %s", problem)
-                continue
-            claimed[key] = path
-            todo.append(cand)
+        todo = _claim(found.todo, rows, ledger, report, run_id, shash)
 
         if todo and ledger.used_reserve:  # the disk is full already: every exam would fail
             raise StorageRefused(out, "no space left on device when the run started", 0, len(todo))
@@ -266,6 +246,33 @@ def run_pipeline(pipeline: Pipeline, *, jobs: int | None = None, scheduler: str 
         _write_index(out, ledger, pipeline.inbox)
         log.debug("%s", report.summary())  # the CLI prints it on stdout
         return report
+
+
+
+def _claim(candidates, rows: dict, ledger: Ledger, report: RunReport, run_id: int, shash: str) -> list:
+    """The candidates to process: an exam that repeatedly killed its run, or whose output
+    folder another source already holds, fails here (recorded in ``ledger`` and ``report``)."""
+    todo, claimed = [], {}
+    for cand in candidates:
+        exam, path = cand.exam, str(cand.exam.path)
+        row = rows.get(path)
+        key = (exam.patient_id, exam.exam_id)
+        owner = claimed.get(key) or ledger.owner_of(*key)
+        problem = None
+        if row is not None and row.interrupted >= MAX_INTERRUPTED and cand.reason == "interrupted":
+            problem = f"{path}: interrupted {row.interrupted} times (does it crash the run?); " \
+                      "use --retry-failed to try again"
+        elif owner is not None and owner != path:
+            problem = f"{path}: output folder {exam.patient_id}/{exam.exam_id} already holds {owner}"
+        if problem:
+            ledger.mark_running([(exam, cand.size, cand.mtime, cand.sha256)], run_id, shash)
+            ledger.mark_failed(path, problem)
+            report.failed.append((path, problem))
+            log.error("FAILED %s", problem)
+            continue
+        claimed[key] = path
+        todo.append(cand)
+    return todo
 
 
 def _write_index(out: Path, ledger: Ledger, inbox: Path) -> None:

@@ -198,20 +198,7 @@ def build_dataset(config: BuildConfig) -> BuildReport:
         raise InputError(cfg.annotations_dir, f"no usable annotation for any of the {len(frames)} key frames "
                                               f"({len(ann.problems)} rejected, {len(ann.unannotated)} unannotated)")
 
-    candidates: dict[str, list[Candidate]] = {}
-    for f in frames:
-        if f.stem in ann.masks:
-            candidates.setdefault(f.patient_id, []).append(Candidate(f.stem, f.ceus_gray, f.time_s, f.exam_id))
-    without = sorted({f.patient_id for f in frames} - set(candidates))
-    for pid in without:
-        log.warning("patient %s: no annotated key frame, left out of the dataset", pid)
-    bal = balance_selection(candidates, cfg.frames_per_patient, seed=cfg.seed, max_tries=cfg.max_tries,
-                            ks_threshold=cfg.ks_threshold, min_separation_s=cfg.min_separation_s)
-    for pid, (have, want) in sorted(bal.shortfall.items()):
-        log.warning("patient %s: only %d annotated key frame(s), %d requested; taking all", pid, have, want)
-    for pid in bal.relaxed:
-        log.info("patient %s: no %d frames %.0f s apart; drawn without the separation rule",
-                 pid, cfg.frames_per_patient, cfg.min_separation_s)
+    candidates, without, bal = _balanced_selection(cfg, frames, ann.masks)
 
     try:
         split = split_patients(sorted(bal.selection), cfg.test_fraction, cfg.folds, seed=cfg.seed)
@@ -246,32 +233,8 @@ def build_dataset(config: BuildConfig) -> BuildReport:
             "train_patients": split.train, "test_patients": split.test})
         selected_stems = [stem_of[c] for c in sorted(stem_of)]
         sources = [] if cfg.pseudonymize is not None else sorted({by_stem[s].source for s in selected_stems})
-        write_json(tmp / "dataset.json", {
-            "name": cfg.name,
-            "description": "CEUS lesion segmentation: CEUS and B-mode panels of dual-amplitude key frames, "
-                           f"{cfg.frames_per_patient} grey-level balanced frames per patient, patient-level split",
-            "channel_names": CHANNEL_NAMES,
-            "labels": LABELS,
-            "numTraining": len(train_cases),
-            "numTest": len(test_cases),
-            "file_ending": FILE_ENDING,
-            "seed": cfg.seed,
-            "frames_per_patient": cfg.frames_per_patient,
-            "test_fraction": cfg.test_fraction,
-            "min_separation_s": cfg.min_separation_s,
-            "uniformity": {"statistic": "ks_uniform", "range": [bal.lo, bal.hi],
-                           "all_candidates": bal.all_candidates, "single_draw": bal.single_draw,
-                           "balanced": bal.balanced, "tries": bal.tries, "sweeps": bal.sweeps,
-                           "max_tries": cfg.max_tries, "ks_threshold": cfg.ks_threshold},
-            "annotations": {"keyframes": len(frames), "annotated": len(ann.masks),
-                            "unannotated": len(ann.unannotated), "problems": len(ann.problems),
-                            "unmatched_files": len(ann.unmatched), "label": cfg.label,
-                            "proposals": review.summary()},
-            "patients": {"included": len(bal.selection), "without_annotation": without,
-                         "shortfall": {p: list(v) for p, v in sorted(bal.shortfall.items())}},
-            "sources": sources,
-            "ceuspipe_version": __version__,
-        })
+        write_json(tmp / "dataset.json", _dataset_record(cfg, frames, ann, bal, review, without, train_cases,
+                                                         test_cases, sources))
         write_csv(tmp / "manifest.csv", MANIFEST_COLUMNS, rows)
         write_csv(tmp / "problems.csv", ("file", "stem", "problem"),
                   [{"file": p.file, "stem": p.stem or "", "problem": p.problem} for p in ann.problems])
@@ -290,3 +253,55 @@ def build_dataset(config: BuildConfig) -> BuildReport:
                        n_keyframes=len(frames), n_annotated=len(ann.masks), unannotated=ann.unannotated,
                        problems=ann.problems, unmatched=ann.unmatched, balance=bal, split=split,
                        patients_without_annotation=without, proposals=review)
+
+
+def _dataset_record(cfg: BuildConfig, frames, ann, bal, review, without: list[str], train_cases: list[str],
+                    test_cases: list[str], sources: list[str]) -> dict:
+    """The contents of ``dataset.json``: the nnU-Net keys, how the frames were balanced, what
+    the annotations gave (with the proposals' review), and the patients left out."""
+    return {
+        "name": cfg.name,
+        "description": "CEUS lesion segmentation: CEUS and B-mode panels of dual-amplitude key frames, "
+                       f"{cfg.frames_per_patient} grey-level balanced frames per patient, patient-level split",
+        "channel_names": CHANNEL_NAMES,
+        "labels": LABELS,
+        "numTraining": len(train_cases),
+        "numTest": len(test_cases),
+        "file_ending": FILE_ENDING,
+        "seed": cfg.seed,
+        "frames_per_patient": cfg.frames_per_patient,
+        "test_fraction": cfg.test_fraction,
+        "min_separation_s": cfg.min_separation_s,
+        "uniformity": {"statistic": "ks_uniform", "range": [bal.lo, bal.hi],
+                       "all_candidates": bal.all_candidates, "single_draw": bal.single_draw,
+                       "balanced": bal.balanced, "tries": bal.tries, "sweeps": bal.sweeps,
+                       "max_tries": cfg.max_tries, "ks_threshold": cfg.ks_threshold},
+        "annotations": {"keyframes": len(frames), "annotated": len(ann.masks),
+                        "unannotated": len(ann.unannotated), "problems": len(ann.problems),
+                        "unmatched_files": len(ann.unmatched), "label": cfg.label,
+                        "proposals": review.summary()},
+        "patients": {"included": len(bal.selection), "without_annotation": without,
+                     "shortfall": {p: list(v) for p, v in sorted(bal.shortfall.items())}},
+        "sources": sources,
+        "ceuspipe_version": __version__,
+    }
+
+
+def _balanced_selection(cfg: BuildConfig, frames, masks: dict):
+    """``(candidates per patient, patients without an annotated frame, BalanceResult)``: the
+    annotated key frames of each patient and the grey-balanced draw among them (logged)."""
+    candidates: dict[str, list[Candidate]] = {}
+    for f in frames:
+        if f.stem in masks:
+            candidates.setdefault(f.patient_id, []).append(Candidate(f.stem, f.ceus_gray, f.time_s, f.exam_id))
+    without = sorted({f.patient_id for f in frames} - set(candidates))
+    for pid in without:
+        log.warning("patient %s: no annotated key frame, left out of the dataset", pid)
+    bal = balance_selection(candidates, cfg.frames_per_patient, seed=cfg.seed, max_tries=cfg.max_tries,
+                            ks_threshold=cfg.ks_threshold, min_separation_s=cfg.min_separation_s)
+    for pid, (have, want) in sorted(bal.shortfall.items()):
+        log.warning("patient %s: only %d annotated key frame(s), %d requested; taking all", pid, have, want)
+    for pid in bal.relaxed:
+        log.info("patient %s: no %d frames %.0f s apart; drawn without the separation rule",
+                 pid, cfg.frames_per_patient, cfg.min_separation_s)
+    return candidates, without, bal
