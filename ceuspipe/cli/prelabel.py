@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ceuspipe.cli.options import default_of
-from ceuspipe.dataset.prelabel import PrelabelConfig
+from ceuspipe.prelabel import PrelabelConfig
 
 
 def _default(name: str):
@@ -40,7 +40,7 @@ def prelabel_cmd(keyframes_dir, ann_out, checkpoint, threshold, clean, tolerance
     Label Studio (ANN_OUT/coco/proposals.json). build-dataset reads the corrected files
     and counts proposals accepted, edited and redrawn."""
     from ceuspipe.cli import show_progress
-    from ceuspipe.dataset.prelabel import COCO_FILE, LABELME_DIR, prelabel
+    from ceuspipe.prelabel import COCO_FILE, LABELME_DIR, prelabel
 
     cfg = PrelabelConfig(keyframes_dir=keyframes_dir, checkpoint=checkpoint, out_dir=ann_out, threshold=threshold,
                          clean=clean, tolerance_px=tolerance_px, label=label, batch_size=batch_size, engine=engine,

@@ -13,7 +13,7 @@ from ceuspipe.keyframes import KeyframeConfig
 from ceuspipe.segment.config import SegmentConfig
 from ceuspipe.synth.config import PhantomConfig
 from ceuspipe.dataset.build import BuildConfig
-from ceuspipe.dataset.prelabel import PrelabelConfig
+from ceuspipe.prelabel import PrelabelConfig
 from ceuspipe.train.config import TrainConfig
 
 

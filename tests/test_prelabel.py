@@ -17,7 +17,7 @@ import pytest
 from ceuspipe.dataset.build import BuildConfig, build_dataset
 from ceuspipe.dataset.keyframe_index import load_keyframe_index
 from ceuspipe.dataset.layout_nnunet import split_dirs
-from ceuspipe.dataset.prelabel import COCO_FILE, LABELME_DIR, PrelabelConfig, prelabel
+from ceuspipe.prelabel import COCO_FILE, LABELME_DIR, PrelabelConfig, prelabel
 from ceuspipe.dataset.proposals import ACCEPTED_MIN_IOU, EDITED_MIN_IOU, mean_contour_distance
 from ceuspipe.errors import InputError
 from ceuspipe.masks import fill_holes, largest_component
