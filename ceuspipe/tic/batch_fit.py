@@ -492,6 +492,22 @@ def _verdict(t: np.ndarray, ch: _Chunk, form: PeakForm, reason: np.ndarray, nois
 
 # --- the public call ----------------------------------------------------------------------------------
 
+
+def run_chunks(fit_chunk, n: int, chunk_size: int, workers: int) -> None:
+    """Call ``fit_chunk(slice)`` over ``n`` curves in slices of ``chunk_size``, on ``workers``
+    threads when there are several slices (numpy lets go of the GIL inside its loops, so
+    chunks on threads use several cores)."""
+    step = max(int(chunk_size), 1)
+    chunks = [slice(a, min(n, a + step)) for a in range(0, n, step)]
+    if workers > 1 and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
+            list(pool.map(fit_chunk, chunks))
+    else:
+        for sl in chunks:
+            fit_chunk(sl)
+
 def fit_curves(
     times_s,
     values,
@@ -561,17 +577,7 @@ def fit_curves(
         for k in DERIVED_NAMES:
             derived[k][sl] = d[k]
 
-    step = max(int(chunk_size), 1)
-    chunks = [slice(a, min(N, a + step)) for a in range(0, N, step)]
-    if workers > 1 and len(chunks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        # numpy lets go of the GIL inside its loops: chunks on threads use several cores
-        with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-            list(pool.map(fit_chunk, chunks))
-    else:
-        for sl in chunks:
-            fit_chunk(sl)
+    run_chunks(fit_chunk, N, chunk_size, workers)
     success = reason == 0
     nan = np.where(success, 1.0, np.nan)
     params = dict(zip(bm.param_names, (c * nan for c in form.public_params(out_x).T)))

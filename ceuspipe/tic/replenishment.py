@@ -50,7 +50,7 @@ from scipy import special
 
 from ceuspipe.errors import InputError
 from ceuspipe.tic.batch_fit import (FTOL, FTOL_EARLY, _Chunk, _gram, _huber_sqrt_weights, _lm, _masked_quantiles,
-                                    _reweight)
+                                    _reweight, run_chunks)
 from ceuspipe.tic.fit_steps import HUBER_SD, MIN_POINTS, NOISE_MODELS
 from ceuspipe.tic.flags import destructive_flashes
 from ceuspipe.tic.parameters import CI_LEVEL, Parameter
@@ -337,16 +337,7 @@ def fit_refills(
         span_s[sl] = np.where(rc != 1, span, np.nan)
 
     if t.size >= MIN_POINTS and N:
-        step = max(int(chunk_size), 1)
-        chunks = [slice(a, min(N, a + step)) for a in range(0, N, step)]
-        if workers > 1 and len(chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-                list(pool.map(fit_chunk, chunks))
-        else:
-            for sl in chunks:
-                fit_chunk(sl)
+        run_chunks(fit_chunk, N, chunk_size, workers)
     else:
         n_points[:] = np.isfinite(np.asarray(y[:, cols], dtype=np.float64)).sum(axis=1) if N else 0
     return BatchRefill(success=reason == 0, reason=reason, qof=qof, n_points=n_points, span_s=span_s,
