@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-__all__ = ["fill_holes", "largest_component"]
+from ceuspipe.errors import InputError
+
+__all__ = ["fill_holes", "largest_component", "read_mask_png"]
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -30,3 +35,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         m = (labels == keep).astype(np.uint8)
     return m
+
+
+def read_mask_png(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
+    """``(H, W) bool`` of a mask PNG (grey, RGB or RGBA; non-zero in any colour channel is
+    inside). Raises :class:`InputError` naming the file (``what``: how to call it) when it
+    cannot be read."""
+    path = Path(path)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if img is None:
+        raise InputError(path, f"cannot read {what} (expected a PNG)")
+    if img.ndim == 3:
+        img = img[..., :3].max(axis=2)
+    return img != 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.masks import read_mask_png
 from ceuspipe.motion import FrameMotion, from_reference
 from ceuspipe.video.panels import PanelLayout, crop
 
@@ -57,12 +58,12 @@ def _natural_key(name: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
 
 
-def _binary(img: np.ndarray, *, video: bool) -> np.ndarray:
-    """``(h, w) uint8`` 0/1 of an image: grey above 127 for a video frame, non-zero otherwise."""
+def _video_mask(img: np.ndarray) -> np.ndarray:
+    """``(h, w) uint8`` 0/1 of a mask video frame: grey above 127 in any colour channel."""
     a = np.asarray(img)
     if a.ndim == 3:
         a = a[..., :3].max(axis=2)
-    return (a > 127 if video else a != 0).astype(np.uint8)
+    return (a > 127).astype(np.uint8)
 
 
 class GivenMasks:
@@ -84,7 +85,7 @@ class GivenMasks:
         self._read = 0  # masks read from the sequence
         self._masks: Iterator[tuple[float | None, np.ndarray]] | None = None
         if self.kind == "fixed-png":
-            self._fixed = self._fit(_read_png(self.path), self.path)
+            self._fixed = self._fit(read_mask_png(self.path).astype(np.uint8), self.path)
             if not self._fixed.any():
                 raise InputError(self.path, "mask is empty (no non-zero pixel)")
         else:
@@ -146,14 +147,14 @@ class GivenMasks:
         from ceuspipe.video.reader import iter_frames
 
         for f in iter_frames(self.path):
-            yield f.time_s, self._fit(_binary(f.image, video=True), self.path)
+            yield f.time_s, self._fit(_video_mask(f.image), self.path)
 
     def _png_folder(self):
         files = sorted((p for p in self.path.iterdir() if p.suffix.lower() == ".png"), key=lambda p: _natural_key(p.name))
         if not files:
             raise InputError(self.path, "no PNG masks in this folder")
         for p in files:
-            yield None, self._fit(_read_png(p), p)
+            yield None, self._fit(read_mask_png(p).astype(np.uint8), p)
 
     def _nifti(self):
         from ceuspipe.mask_export.nifti import read_nifti_masks
@@ -172,12 +173,3 @@ class GivenMasks:
             return np.ascontiguousarray(crop(mask, c))
         raise InputError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} px but the CEUS panel is {c.w}x{c.h} px "
                                f"and the frame {lay.frame_width}x{lay.frame_height} px")
-
-
-def _read_png(path: Path) -> np.ndarray:
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(path, "cannot read mask (expected a PNG)")
-    return _binary(img, video=False)

@@ -12,7 +12,6 @@ lesion contour.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,6 @@ import numpy as np
 from ceuspipe.motion import FrameMotion
 from ceuspipe.tic.reference import ImagedArea
 from ceuspipe.video.layout import CONTENT_THRESHOLD
-
-log = logging.getLogger("ceuspipe")
 
 MAPS_NAME = "maps.npz"
 #: The maps drawn as ``map_<NAME>.png`` (VueBox's set and the model-free ones; maps.npz has
@@ -119,20 +116,16 @@ class MapCollector:
                 "report_maps": [n for n in REPORT_MAPS if n in maps.maps] + [n for n in drawn if n.startswith("beta_")]}
 
 
-#: Refill maps (:func:`ceuspipe.maps.replenishment.replenishment_maps`) and their units.
-REFILL_UNITS = {"A": "a.u.", "beta": "1/s", "A_beta": "a.u./s"}
-
-
 def _add_refill_maps(maps, acc, refills) -> list[str]:
     """Add each refill's A, beta and A*beta maps to ``maps`` (in place); the names to draw."""
     if not refills:
         return []
-    from ceuspipe.maps.replenishment import replenishment_maps
+    from ceuspipe.maps.replenishment import REFILL_MAPS, replenishment_maps
 
     fitted = replenishment_maps(acc, refills)
     drawn = []
     for k in range(len(fitted["start_s"])):
-        for name, unit in REFILL_UNITS.items():
+        for name, unit in REFILL_MAPS.items():
             key = f"{name}_refill{k + 1}"
             maps.maps[key], maps.units[key] = fitted[name][k], unit
             if name != "A":

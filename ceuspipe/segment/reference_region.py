@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ceuspipe.errors import InputError
+from ceuspipe.masks import read_mask_png
 from ceuspipe.motion import FrameMotion, from_reference
 from ceuspipe.preprocess import to_gray
 from ceuspipe.tic.reference import ImagedArea, reference_ring
@@ -85,18 +86,11 @@ def _setup(clip: Path, layout: PanelLayout, config) -> tuple[np.ndarray | None, 
             width = config.reference_width_mm / mm_per_px
     if config.reference_mask is None:
         return None, (dist, width)
-    import cv2
-
     path = Path(config.reference_mask)
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    if img is None:
-        raise InputError(path, "cannot read reference mask (expected a PNG)")
-    if img.ndim == 3:
-        img = img[..., :3].max(axis=2)
-    if img.shape != (layout.ceus.h, layout.ceus.w):
-        raise InputError(path, f"reference mask is {img.shape[1]}x{img.shape[0]} px but the CEUS panel is "
+    ref = read_mask_png(path, "reference mask")
+    if ref.shape != (layout.ceus.h, layout.ceus.w):
+        raise InputError(path, f"reference mask is {ref.shape[1]}x{ref.shape[0]} px but the CEUS panel is "
                                f"{layout.ceus.w}x{layout.ceus.h} px")
-    ref = img != 0
     if not ref.any():
         raise InputError(path, "reference mask is empty (no non-zero pixel)")
     return ref, (dist, width)
