@@ -44,7 +44,7 @@ from ceuspipe import png  # noqa: E402
 
 PYAV_DECODE = """
 import sys, av
-from ceuspipe.video.pyav_source import decoder_threads
+from ceuspipe.video.pyav_decode import decoder_threads
 c = av.open(sys.argv[1]); s = c.streams.video[0]
 s.thread_type = "AUTO"; s.codec_context.thread_count = decoder_threads()
 s.codec_context.skip_frame = sys.argv[2]

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 
 from ceuspipe.video.frames import (MAX_CLIP_S, MIN_CLIP_S, TIME_NUDGE_S, Frame, RelativeClock, VideoInfo,
                                    check_clip_length, clip_duration_s)
-from ceuspipe.video.pyav_source import (apply_orientation, orientation_from_display_matrix,
+from ceuspipe.video.orientation import (apply_orientation, orientation_from_display_matrix,
                                         rotation_matrix_ccw)
 
 __all__ = ["MAX_CLIP_S", "MIN_CLIP_S", "TIME_NUDGE_S", "Frame", "RelativeClock", "VideoInfo", "VideoSource",

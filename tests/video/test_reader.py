@@ -325,7 +325,7 @@ def test_relative_clock_keeps_order_and_nudges_non_increasing(caplog):
 def test_frame_time_fallbacks_without_pts():
     from types import SimpleNamespace
 
-    from ceuspipe.video.pyav_source import _frame_time
+    from ceuspipe.video.pyav_decode import frame_time as _frame_time
 
     tb = Fraction(1, 1000)
     step = Fraction(1, 25)
@@ -347,7 +347,7 @@ def test_side_data_read_once_per_clip(tmp_path, monkeypatch):
     path = tmp_path / "c.mp4"
     make_clip(path, [i / 10 for i in range(30)])
     calls = []
-    real = reader._frame_orientation
-    monkeypatch.setattr(reader, "_frame_orientation", lambda f: calls.append(1) or real(f))
+    real = reader.frame_orientation
+    monkeypatch.setattr(reader, "frame_orientation", lambda f: calls.append(1) or real(f))
     frames = list(iter_frames(path))
     assert len(frames) == 30 and len(calls) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ceuspipe.video.sampling import TimeSampler
-from ceuspipe.video import pyav_source
+from ceuspipe.video import skip_decode
 from ceuspipe.video.clip_stream import open_clip
 from ceuspipe.video.reader import open_source
 from ceuspipe.video.writer import VideoWriter
@@ -113,7 +113,7 @@ def test_group_tails_are_not_sent(tmp_path, name, groups):
     before it): there only the tail after the clip's last sample goes."""
     spec = dict(CLIPS[name])
     path = make_clip(tmp_path / f"c{spec.pop('suffix')}", spec.pop("times"), **spec)
-    plan, note = pyav_source._plan_skips(path, TimeSampler(1.0))
+    plan, note = skip_decode.plan_skips(path, TimeSampler(1.0))
     assert note is None
     assert not plan.unsent & plan.keep_pts
     index = {p: round(t * 25) for p, t in zip(plan.pts, plan.times_s)}
@@ -181,7 +181,7 @@ def test_no_b_frames_leave_out_group_tails_exactly(tmp_path, name, fps):
 def test_no_b_frames_reads_only_the_first_packets_ahead(tmp_path, monkeypatch):
     """The no-B-frames check pre-reads only the probe's packets (here 20 of 150); with
     IDR pictures every 20 frames, 1 fps samples need 6 of every 25 frames or fewer."""
-    monkeypatch.setattr(pyav_source, "NO_B_FRAMES_PROBE", 20)
+    monkeypatch.setattr(skip_decode, "NO_B_FRAMES_PROBE", 20)
     path = make_clip(tmp_path / "c.mp4", [i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP)
     fast = sampled(path, 1.0, skip=True)
     assert fast[1].decode_path == "skip-tails"
@@ -195,9 +195,9 @@ def test_long_groups_are_decoded_as_they_come(tmp_path, monkeypatch, group):
     """A cap on the packets (or bytes) held per group (memory on streams with rare IDR
     pictures): exact at any cap, and a smaller cap leaves out no more than a larger one."""
     if group == "bytes":
-        monkeypatch.setattr(pyav_source, "MAX_GROUP_BYTES", 1)  # every packet is over it
+        monkeypatch.setattr(skip_decode, "MAX_GROUP_BYTES", 1)  # every packet is over it
         group = 1
-    monkeypatch.setattr(pyav_source, "MAX_GROUP_PACKETS", group)
+    monkeypatch.setattr(skip_decode, "MAX_GROUP_PACKETS", group)
     path = make_clip(tmp_path / "c.mkv", [i / 25 for i in range(150)], fps=25, options=X264_NO_B_GOP)
     fast = sampled(path, 1.0, skip=True)
     assert fast[1].decode_path == "skip-tails"
@@ -246,7 +246,7 @@ def test_clean_starts_are_the_idr_pictures(tmp_path, suffix, codec, options):
 def test_b_frames_after_the_probe_still_skip(tmp_path, monkeypatch):
     """A short probe does not stop a B-frame clip from skipping (its header declares a
     reorder delay, so all timestamps are read)."""
-    monkeypatch.setattr(pyav_source, "NO_B_FRAMES_PROBE", 2)
+    monkeypatch.setattr(skip_decode, "NO_B_FRAMES_PROBE", 2)
     path = make_clip(tmp_path / "c.mp4", [i / 25 for i in range(150)], fps=25, options=X264_B)
     fast = sampled(path, 1.0, skip=True)
     assert fast[1].decode_path == "skip-nonref", fast[1].decode_note
