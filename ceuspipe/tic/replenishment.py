@@ -25,7 +25,7 @@ Levenberg-Marquardt search from the best point of a grid of ``beta`` (``y0`` and
 closed form for each), then :data:`~ceuspipe.tic.fit_steps.WEIGHT_PASSES` passes weighted by
 the noise model ``sd(f) = sqrt(a**2 + (b*f)**2)`` with a Huber loss at
 :data:`~ceuspipe.tic.fit_steps.HUBER_SD` SD. It is the machinery of
-:mod:`ceuspipe.tic.batch_fit` (``_lm``, ``_reweight``) over a 3-parameter model, vectorised
+:mod:`ceuspipe.tic.batched_lm` (``levenberg_marquardt``, ``reweight``) over a 3-parameter model, vectorised
 over many curves (:func:`fit_refills`, for maps of ``beta`` and ``A*beta``); one curve
 (:func:`fit_refill`) is the same code with one row. The covariance is the sandwich form of
 :func:`ceuspipe.tic.fit_steps.covariance`; every parameter gets a :data:`CI_LEVEL` interval
@@ -49,8 +49,8 @@ import numpy as np
 from scipy import special
 
 from ceuspipe.errors import InputError
-from ceuspipe.tic.batch_fit import (FTOL, FTOL_EARLY, _Chunk, _gram, _huber_sqrt_weights, _lm, _masked_quantiles,
-                                    _reweight, run_chunks)
+from ceuspipe.tic.batched_lm import (FTOL, FTOL_EARLY, Chunk, gram, huber_sqrt_weights, levenberg_marquardt,
+                                     masked_quantiles, reweight, run_chunks)
 from ceuspipe.tic.fit_steps import HUBER_SD, MIN_POINTS, NOISE_MODELS
 from ceuspipe.tic.flags import destructive_flashes
 from ceuspipe.tic.parameters import CI_LEVEL, Parameter
@@ -79,7 +79,7 @@ _BETA_GRID = 24
 
 
 class _RefillForm:
-    """The replenishment model for :func:`ceuspipe.tic.batch_fit._lm`: ``x = (y0, A, beta)``
+    """The replenishment model for :func:`ceuspipe.tic.batched_lm.levenberg_marquardt`: ``x = (y0, A, beta)``
     ``(n, 3)`` (scaled units, 1/s), times ``t`` ``(T,)`` s after the destruction."""
 
     name = "replenishment"
@@ -146,7 +146,7 @@ class BatchRefill:
         return {REASONS[i]: int(c) for i, c in enumerate(counts) if c}
 
 
-def _normalise(t: np.ndarray, y: np.ndarray, dtype) -> tuple[_Chunk, np.ndarray, np.ndarray]:
+def _normalise(t: np.ndarray, y: np.ndarray, dtype) -> tuple[Chunk, np.ndarray, np.ndarray]:
     """The chunk of curves ``y`` ``(n, T)`` at times ``t`` ``(T,)`` s after the destruction:
     values scaled to about 0..1 (1st to 99th percentile) and the box of ``(y0_s, A_s, beta)``
     (``beta`` from a twentieth of a refill over the span to ten per frame interval); also the
@@ -155,7 +155,7 @@ def _normalise(t: np.ndarray, y: np.ndarray, dtype) -> tuple[_Chunk, np.ndarray,
     valid = np.isfinite(y) & (np.isfinite(t) & (t >= 0))[None, :]
     reason = np.zeros(n, np.uint8)
     with np.errstate(all="ignore"):
-        y_lo, y_hi, lo_all, hi_all = _masked_quantiles(y, valid, (0.01, 0.99, 0.0, 1.0))
+        y_lo, y_hi, lo_all, hi_all = masked_quantiles(y, valid, (0.01, 0.99, 0.0, 1.0))
         scale = y_hi - y_lo
     bad = ~np.isfinite(scale) | (scale <= 0)
     y_lo, scale = np.where(bad, lo_all, y_lo), np.where(bad, hi_all - lo_all, scale)
@@ -171,7 +171,7 @@ def _normalise(t: np.ndarray, y: np.ndarray, dtype) -> tuple[_Chunk, np.ndarray,
     lo = np.stack([np.full(n, -1.0), np.zeros(n), 0.05 / span], axis=1)
     hi = np.stack([np.full(n, 1.5), np.full(n, 5.0), np.full(n, 10.0 / _frame_dt(t))], axis=1)
     z = np.zeros(n)
-    chunk = _Chunk(ys=ys.astype(dtype), valid=valid.astype(dtype), y_lo=y_lo, scale=scale, lo=lo, hi=hi,
+    chunk = Chunk(ys=ys.astype(dtype), valid=valid.astype(dtype), y_lo=y_lo, scale=scale, lo=lo, hi=hi,
                    x=np.zeros((n, N_PARAMS)), inv_sd=valid.astype(dtype), converged=np.zeros(n, bool),
                    n_iter=np.zeros(n, np.int32), a_s=z + 1.0, b_s=z.copy(), live=reason == 0)
     return chunk, reason, span
@@ -184,7 +184,7 @@ def _frame_dt(t: np.ndarray) -> float:
     return float(np.median(d)) if d.size else 1.0
 
 
-def _start(t: np.ndarray, ch: _Chunk, betas: np.ndarray) -> None:
+def _start(t: np.ndarray, ch: Chunk, betas: np.ndarray) -> None:
     """Sets ``ch.x``: for each grid ``beta`` ``(G,)`` the least-squares ``y0`` and ``A`` of each
     curve in closed form (one product over the grid for all curves), the best with ``A >= 0``,
     clipped into the box."""
@@ -208,7 +208,7 @@ def _start(t: np.ndarray, ch: _Chunk, betas: np.ndarray) -> None:
     ch.x = np.clip(x, ch.lo + 1e-9 * width, ch.hi - 1e-9 * width)
 
 
-def _covariance(t: np.ndarray, ch: _Chunk, weighted: bool, robust: bool) -> tuple[np.ndarray, np.ndarray]:
+def _covariance(t: np.ndarray, ch: Chunk, weighted: bool, robust: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(cov, s_all)``: the covariance ``(n, 3, 3)`` of the internal parameters (the sandwich
     form of :func:`ceuspipe.tic.fit_steps.covariance`, or residual variance times
     ``(J^T J)^-1`` for plain least squares) and the factor ``(n,)`` that calibrates the noise
@@ -220,10 +220,10 @@ def _covariance(t: np.ndarray, ch: _Chunk, weighted: bool, robust: bool) -> tupl
     dof = np.maximum(v.sum(axis=1) - N_PARAMS, 1)
     sw = inv_sd * v
     if robust:
-        sw = sw * _huber_sqrt_weights(zr, HUBER_SD)
+        sw = sw * huber_sqrt_weights(zr, HUBER_SD)
     Jr = J * sw[:, None, :]
     with np.errstate(all="ignore"):
-        bread = np.linalg.pinv(_gram(Jr))
+        bread = np.linalg.pinv(gram(Jr))
         if weighted or robust:
             z2 = np.minimum(zr * zr, HUBER_SD ** 2) if robust else zr * zr
             meat = np.einsum("ijt,it,ikt->ijk", Jr, z2, Jr)
@@ -234,7 +234,7 @@ def _covariance(t: np.ndarray, ch: _Chunk, weighted: bool, robust: bool) -> tupl
     return cov, np.sqrt(z2.sum(axis=1) / dof)
 
 
-def _verdict(t: np.ndarray, ch: _Chunk, reason: np.ndarray, span: np.ndarray, weighted: bool, robust: bool,
+def _verdict(t: np.ndarray, ch: Chunk, reason: np.ndarray, span: np.ndarray, weighted: bool, robust: bool,
              min_qof: float, min_snr: float) -> tuple[np.ndarray, dict, dict]:
     """``(qof, params, stderr)``: QOF ``(n,)`` (%), the public parameters and their standard
     errors (name -> ``(n,)``, curve units); sets the reason codes ``(n,)`` of failed tests."""
@@ -325,8 +325,8 @@ def fit_refills(
         ch, rc, span = _normalise(t, yc, dtype)
         n_points[sl] = ch.valid.sum(axis=1)
         _start(t, ch, betas)
-        Jw = _lm(tc, ch, _FORM, None, max_iter, ftol=FTOL_EARLY if (weighted or robust) else FTOL)
-        _reweight(tc, ch, _FORM, Jw, noise, robust, max_iter)
+        Jw = levenberg_marquardt(tc, ch, _FORM, None, max_iter, ftol=FTOL_EARLY if (weighted or robust) else FTOL)
+        reweight(tc, ch, _FORM, Jw, noise, robust, max_iter)
         fitted = rc == 0  # a fit was made (it may still fail a test of the verdict)
         q, p, s = _verdict(t, ch, rc, span, weighted, robust, min_qof, min_snr)
         qof[sl] = np.where(fitted, q, np.nan)
