@@ -181,8 +181,12 @@ class _PlannedFrames:
     def plan(self, pts: int, time_s: float, must: bool) -> None:
         self.expected.append((pts, time_s, must))
 
+    def resume_here(self, note: str) -> Resume:
+        """Where a full decode must resume if this reader stops now, and why (``note``)."""
+        return Resume(self.last.time_s, self.last.accepted, note)
+
     def give_up(self, note: str, resume: Resume | None = None):
-        raise _Unplanned(resume or Resume(self.last.time_s, self.last.accepted, note))
+        raise _Unplanned(resume or self.resume_here(note))
 
     def _pass_over(self) -> None:
         _, t, must = self.expected.popleft()
@@ -252,7 +256,7 @@ def skip_frames(path: Path, select, threads: bool, plan: SkipPlan):
     except _Unplanned as stop:
         return stop.resume
     except av.FFmpegError as err:
-        return Resume(planned.last.time_s, planned.last.accepted, f"damaged file while skipping frames ({err})")
+        return planned.resume_here(f"damaged file while skipping frames ({err})")
     finally:
         container.close()
     return planned.passed_over, len(plan.pts)
@@ -332,9 +336,9 @@ def tail_frames(path: Path, select, threads: bool, planner, plan: TailPlan):
     except _Unplanned as stop:
         return stop.resume
     except av.FFmpegError as err:
-        return Resume(planned.last.time_s, planned.last.accepted, f"damaged file while skipping frames ({err})")
+        return planned.resume_here(f"damaged file while skipping frames ({err})")
     finally:
         container.close()
     if total == 0:
-        return Resume(planned.last.time_s, planned.last.accepted, "no frames")
+        return planned.resume_here("no frames")
     return planned.passed_over, total
