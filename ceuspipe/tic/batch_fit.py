@@ -119,10 +119,7 @@ def _normalise(t: np.ndarray, y: np.ndarray, shape_bounds, dtype) -> tuple[Chunk
     lo = np.stack([ti - span, np.full(n, -0.5), np.zeros(n), np.full(n, max(0.5 * med_dt, 1e-3)),
                    np.full(n, s_lo)], axis=1)
     hi = np.stack([tl, np.full(n, 1.5), np.full(n, 5.0), 5.0 * span + med_dt, np.full(n, s_hi)], axis=1)
-    z = np.zeros(n)
-    chunk = Chunk(ys=ys.astype(dtype), valid=valid.astype(dtype), y_lo=y_lo, scale=scale, lo=lo, hi=hi,
-                   x=np.zeros((n, 5)), inv_sd=valid.astype(dtype), converged=np.zeros(n, bool),
-                   n_iter=np.zeros(n, np.int32), a_s=z + 1.0, b_s=z.copy(), live=reason == 0)
+    chunk = Chunk.fresh(ys, valid, y_lo, scale, lo, hi, reason == 0, dtype)
     return chunk, reason
 
 
@@ -174,7 +171,8 @@ def _start(ch: Chunk, grid: np.ndarray, basis) -> None:
     width = ch.hi - ch.lo
     ch.x = np.clip(x, ch.lo + 1e-9 * width, ch.hi - 1e-9 * width)
 
-# --- (3. search and 4. reweight: ceuspipe.tic.batched_lm) 5. verdict --------------------------------------------------------------------------------------
+
+# --- (3. search and 4. reweight: ceuspipe.tic.batched_lm) 5. verdict -------------------------
 
 def _verdict(t: np.ndarray, ch: Chunk, form: PeakForm, reason: np.ndarray, noise: str, robust: bool,
              min_qof: float, min_snr: float, fraction: float):
@@ -283,7 +281,8 @@ def fit_curves(
         yc = np.asarray(y[sl], dtype=np.float64)[:, order]
         ch, rc = _normalise(t, yc, bm.shape_bounds, dtype)
         _start(ch, grid, basis)
-        Jw = levenberg_marquardt(tc, ch, form, None, max_iter, ftol=FTOL_EARLY if (noise != "additive" or robust) else FTOL)
+        ftol = FTOL_EARLY if (noise != "additive" or robust) else FTOL
+        Jw = levenberg_marquardt(tc, ch, form, None, max_iter, ftol=ftol)
         reweight(tc, ch, form, Jw, noise, robust, max_iter)
         q, d, x, tl = _verdict(t, ch, form, rc, noise, robust, min_qof, min_snr, fraction)
         fitted = rc < 3  # a fit was made (it may still fail a test)

@@ -22,11 +22,12 @@ __all__ = ["Chunk", "FTOL", "FTOL_EARLY", "gram", "huber_sqrt_weights", "levenbe
 FTOL = 1e-7
 FTOL_EARLY = 1e-4
 
+
 @dataclass
 class Chunk:
     """One chunk of ``n`` curves on ``T`` times: ``ys`` ``(n, T)`` scaled values (0 where
     invalid), ``valid`` ``(n, T)`` float 0/1, ``y_lo``/``scale`` ``(n,)``, box ``lo``/``hi``
-    ``(n, 5)``, ``x`` ``(n, 5)`` current optimum, ``inv_sd`` ``(n, T)`` weights' 1/SD."""
+    ``(n, p)``, ``x`` ``(n, p)`` current optimum, ``inv_sd`` ``(n, T)`` weights' 1/SD."""
 
     ys: np.ndarray
     valid: np.ndarray
@@ -41,6 +42,16 @@ class Chunk:
     a_s: np.ndarray
     b_s: np.ndarray
     live: np.ndarray
+
+    @classmethod
+    def fresh(cls, ys: np.ndarray, valid: np.ndarray, y_lo: np.ndarray, scale: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, live: np.ndarray, dtype) -> "Chunk":
+        """A chunk before the start: curves and ``valid`` in ``dtype``, ``x`` zeros ``(n, p)`` (``p``
+        from the box), unit weights where valid, nothing converged, the noise model ``a = 1, b = 0``."""
+        n = ys.shape[0]
+        return cls(ys=ys.astype(dtype), valid=valid.astype(dtype), y_lo=y_lo, scale=scale, lo=lo, hi=hi,
+                   x=np.zeros((n, lo.shape[1])), inv_sd=valid.astype(dtype), converged=np.zeros(n, bool),
+                   n_iter=np.zeros(n, np.int32), a_s=np.ones(n), b_s=np.zeros(n), live=live)
 
 
 # --- search: Levenberg-Marquardt ---------------------------------------------------------------------------
@@ -265,8 +276,7 @@ def _noise_model(f: np.ndarray, r: np.ndarray, valid: np.ndarray, kind: str) -> 
     return np.where(additive, a_add, a), np.where(additive, 0.0, b)
 
 
-def reweight(t: np.ndarray, ch: Chunk, form, Jw: np.ndarray, noise: str, robust: bool,
-              max_iter: int) -> None:
+def reweight(t: np.ndarray, ch: Chunk, form, Jw: np.ndarray, noise: str, robust: bool, max_iter: int) -> None:
     """The iteratively reweighted passes of :func:`ceuspipe.tic.fit_steps.reweight`."""
     weighted = noise != "additive"
     if not (weighted or robust):
@@ -284,6 +294,8 @@ def reweight(t: np.ndarray, ch: Chunk, form, Jw: np.ndarray, noise: str, robust:
         # passes before the last only set the next pass' weights: a looser tolerance will do
         Jw = levenberg_marquardt(t, ch, form, huber, max_iter, ftol=FTOL if k == WEIGHT_PASSES - 1 else FTOL_EARLY)
 
+
+# --- chunks of curves on threads ----------------------------------------------------------------
 
 def run_chunks(fit_chunk, n: int, chunk_size: int, workers: int) -> None:
     """Call ``fit_chunk(slice)`` over ``n`` curves in slices of ``chunk_size``, on ``workers``

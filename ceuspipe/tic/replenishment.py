@@ -170,10 +170,7 @@ def _normalise(t: np.ndarray, y: np.ndarray, dtype) -> tuple[Chunk, np.ndarray, 
     span = np.where(span > 0, span, 1.0)
     lo = np.stack([np.full(n, -1.0), np.zeros(n), 0.05 / span], axis=1)
     hi = np.stack([np.full(n, 1.5), np.full(n, 5.0), np.full(n, 10.0 / _frame_dt(t))], axis=1)
-    z = np.zeros(n)
-    chunk = Chunk(ys=ys.astype(dtype), valid=valid.astype(dtype), y_lo=y_lo, scale=scale, lo=lo, hi=hi,
-                   x=np.zeros((n, N_PARAMS)), inv_sd=valid.astype(dtype), converged=np.zeros(n, bool),
-                   n_iter=np.zeros(n, np.int32), a_s=z + 1.0, b_s=z.copy(), live=reason == 0)
+    chunk = Chunk.fresh(ys, valid, y_lo, scale, lo, hi, reason == 0, dtype)
     return chunk, reason, span
 
 
